@@ -1,0 +1,1 @@
+"""Activities: purchases, returns and custom events sent by tills, shops and partners."""

@@ -1,0 +1,79 @@
+"""HTTP: /v1/activities, one at a time or in batches of up to 1,000."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from trofast.activities import service
+from trofast.activities.schemas import ActivityIn, ActivityResult, BatchIn, BatchItem, BatchOut
+from trofast.http import Services, idempotent, require, services
+from trofast.kit.auth import Principal, Scope
+from trofast.kit.errors import Problem
+from trofast.programs import service as programs
+
+router = APIRouter(prefix="/v1/activities", tags=["activities"])
+_activity = TypeAdapter(ActivityIn)
+
+
+@router.post("", status_code=201, response_model=ActivityResult)
+def post_activity(
+    data: ActivityIn,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """Send a purchase, a return or a custom event. Sending it again replays the answer."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        program = programs.current(conn, principal.program_id)
+        return idempotent(
+            conn, principal, idempotency_key, ("activity", data.model_dump(mode="json")), 201,
+            lambda: service.ingest(conn, program, data, now, principal.actor), now,
+        )
+
+
+@router.post("/batch", response_model=BatchOut)
+def post_batch(
+    batch: BatchIn,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+) -> BatchOut:
+    """Up to 1,000 activities in one transaction; each item is answered on its own, and a
+    rejected item changes nothing."""
+    now = svc.clock.now()
+    items: list[BatchItem] = []
+    with svc.db.write() as conn:
+        program = programs.current(conn, principal.program_id)
+        for index, raw in enumerate(batch.activities):
+            try:
+                data = _activity.validate_python(raw)
+            except ValidationError as exc:
+                items.append(BatchItem(index=index, status=422, problem=_validation(exc)))
+                continue
+            try:
+                with conn.begin_nested():
+                    result = service.ingest(conn, program, data, now, principal.actor)
+            except Problem as problem:
+                items.append(BatchItem(index=index, status=problem.status, problem=problem.body()))
+                continue
+            except IntegrityError:
+                problem = Problem(409, "conflict", "The item conflicts with one sent concurrently.")
+                items.append(BatchItem(index=index, status=409, problem=problem.body()))
+                continue
+            items.append(BatchItem(index=index, status=200 if result.replayed else 201,
+                                   result=result))
+    accepted = sum(1 for item in items if item.result is not None)
+    return BatchOut(accepted=accepted, rejected=len(items) - accepted, items=items)
+
+
+def _validation(exc: ValidationError) -> dict[str, Any]:
+    return Problem(
+        422, "validation_error", "The activity is not valid.",
+        errors=[{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()],
+    ).body()

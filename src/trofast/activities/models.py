@@ -1,0 +1,42 @@
+"""Table: activities, kept forever (analytics and what-if replay read them)."""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from trofast.kit.orm import Id, UtcDateTime, id_column, metadata, program_column
+
+activities = Table(
+    "activities",
+    metadata,
+    id_column(),
+    program_column(),
+    Column("external_id", String(100), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("member_id", Id, ForeignKey("members.id"), nullable=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("amount", BigInteger, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Column("store", String(100), nullable=True),
+    Column("channel", String(20), nullable=True),
+    Column("event_type", String(50), nullable=True),
+    Column("original_id", Id, ForeignKey("activities.id"), nullable=True),
+    Column("body", JSON, nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("program_version", Integer, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("program_id", "external_id"),
+    Index(None, "program_id", "member_id", "occurred_at"),
+    Index(None, "program_id", "occurred_at"),
+    Index(None, "original_id"),
+)

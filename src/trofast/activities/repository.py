@@ -1,0 +1,56 @@
+"""SQL for activities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from trofast.activities.models import activities
+from trofast.ledger.models import lots
+
+
+def find(conn: Connection, program_id: int, external_id: str) -> Row[Any] | None:
+    return conn.execute(
+        select(activities).where(
+            activities.c.program_id == program_id, activities.c.external_id == external_id
+        )
+    ).first()
+
+
+def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
+    """Insert unless the external_id exists (then None): no failed statement, no savepoint."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(activities)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["program_id", "external_id"])
+        .returning(activities.c.id)
+    )
+    value = conn.execute(stmt).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def returns_of(conn: Connection, original_id: int) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(activities.c.amount, activities.c.points, activities.c.body).where(
+                activities.c.original_id == original_id
+            )
+        ).all()
+    )
+
+
+def lot_ids_of(conn: Connection, activity_id: int) -> list[int]:
+    return [
+        int(v) for v in conn.execute(select(lots.c.id).where(lots.c.activity_id == activity_id)).scalars()
+    ]
+
+
+def set_outcome(conn: Connection, activity_id: int, points: int, result: dict[str, Any]) -> None:
+    conn.execute(
+        activities.update()
+        .where(activities.c.id == activity_id)
+        .values(points=points, result=result)
+    )

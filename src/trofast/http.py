@@ -1,0 +1,86 @@
+"""HTTP plumbing shared by every module's endpoints: the app's services, authentication,
+problem+json rendering and Idempotency-Key handling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from trofast.access import service as access
+from trofast.kit.auth import Principal, Scope
+from trofast.kit.clock import Clock
+from trofast.kit.db import Database
+from trofast.kit.errors import Problem
+from trofast.kit.idempotency import remember, replay, request_hash
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Services:
+    """What a request handler needs: the database and the clock."""
+
+    db: Database
+    clock: Clock
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(
+        problem.body(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that authenticates the bearer key and checks it grants `scope`."""
+
+    def dependency(
+        svc: Services = Depends(services),
+        authorization: str | None = Header(None, include_in_schema=False),
+    ) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Problem(401, "unauthorized", "Send an API key: Authorization: Bearer tf_...")
+        with svc.db.read() as conn:
+            principal = access.authenticate(conn, authorization[7:].strip())
+        if not principal.may(scope):
+            raise Problem(
+                403, "forbidden", f"This key has the {principal.scope} scope; {scope} is needed."
+            )
+        return principal
+
+    return dependency
+
+
+def idempotent(
+    conn: Connection,
+    principal: Principal,
+    key: str | None,
+    request_parts: tuple[Any, ...],
+    status: int,
+    handler: Callable[[], BaseModel],
+    now: Any,
+) -> JSONResponse:
+    """Run `handler` once per Idempotency-Key: a repeat replays the stored answer."""
+    if key is None:
+        return JSONResponse(handler().model_dump(mode="json"), status_code=status)
+    if not 1 <= len(key) <= 200:
+        raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters.")
+    digest = request_hash(*request_parts)
+    stored = replay(conn, principal.program_id, key, digest)
+    if stored is not None:
+        code, body = stored
+        return JSONResponse(body, status_code=code, headers={"Idempotent-Replayed": "true"})
+    body = handler().model_dump(mode="json")
+    remember(conn, principal.program_id, key, digest, status, body, now)
+    return JSONResponse(body, status_code=status)

@@ -1,0 +1,47 @@
+"""Injected time (DESIGN rule 8): code asks a Clock, never the system directly."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Source of the current time, always timezone-aware UTC."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that only moves when told to; for tests, the demo and replays."""
+
+    def __init__(self, at: datetime) -> None:
+        self._at = as_utc(at)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._at
+
+    def set(self, at: datetime) -> None:
+        with self._lock:
+            self._at = as_utc(at)
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self._at += delta
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return `value` in UTC; naive values are taken to be UTC already (as SQLite returns them)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""The points ledger: append-only, double-entry, with lots (DESIGN rules 1-5)."""

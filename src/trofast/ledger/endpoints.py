@@ -1,0 +1,135 @@
+"""HTTP: a member's balance, ledger history, spending and manual adjustments."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import JSONResponse
+
+from trofast.http import Services, idempotent, require, services
+from trofast.kit import pagination
+from trofast.kit.auth import Principal, Scope
+from trofast.kit.errors import Problem, invalid
+from trofast.kit.idempotency import request_hash
+from trofast.ledger import repository, service
+from trofast.ledger.schemas import (
+    AdjustIn,
+    BalanceView,
+    LedgerEntry,
+    LedgerPage,
+    PostingOut,
+    SpendIn,
+)
+from trofast.members import service as members
+from trofast.programs import service as programs
+from trofast.rules.engine import lot_dates
+
+router = APIRouter(prefix="/v1/members/{ref}", tags=["points"])
+
+
+@router.get("/balance", response_model=BalanceView)
+def balance(
+    ref: str, principal: Principal = Depends(require(Scope.read)), svc: Services = Depends(services)
+) -> BalanceView:
+    """Available and pending points, what expires soon, and lifetime totals."""
+    with svc.db.read() as conn:
+        member = members.resolve(conn, principal.program_id, ref)
+        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        program = programs.current(conn, principal.program_id)
+        figures = service.member_balance(conn, int(account.account_id), svc.clock.now())
+    return BalanceView(member_id=member.id, point_name=program.spec.point_name, **figures)
+
+
+@router.get("/ledger", response_model=LedgerPage)
+def ledger_history(
+    ref: str,
+    principal: Principal = Depends(require(Scope.read)),
+    svc: Services = Depends(services),
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> LedgerPage:
+    """The member's ledger, newest first; each entry with its cause and rule version."""
+    before = pagination.decode(cursor)
+    with svc.db.read() as conn:
+        member = members.resolve(conn, principal.program_id, ref)
+        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        rows = repository.history(conn, int(member.id), int(account.account_id), before, limit + 1)
+    items = [
+        LedgerEntry(
+            id=r.id, kind=r.kind, points=int(r.points) - int(r.pending_change),
+            pending_change=int(r.pending_change),
+            cause=r.activity_external_id or r.reference or r.reason or r.kind,
+            activity_external_id=r.activity_external_id, rule=r.rule,
+            program_version=r.program_version, actor=r.actor, reason=r.reason,
+            reverses_id=r.reverses_id, effective_at=r.effective_at, created_at=r.created_at,
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return LedgerPage(items=items, next_cursor=pagination.encode(items[-1].id) if more else None)
+
+
+@router.post("/spend", status_code=201, response_model=PostingOut)
+def spend(
+    ref: str,
+    data: SpendIn,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """Spend points now, soonest-expiring first. The reference makes it idempotent."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        member = members.resolve(conn, principal.program_id, ref)
+        if member.status != "active":
+            raise Problem(409, "member_suspended", "A suspended member cannot spend points.")
+        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        program = programs.current(conn, principal.program_id)
+        op = service.Spend(
+            member_id=int(member.id), account_id=int(account.account_id), points=data.points,
+            reference=data.reference, idempotency_key=f"spend:{data.reference}",
+            request_hash=request_hash(int(member.id), data.points),
+        )
+        ctx = service.Context(principal.program_id, now, principal.actor, program.version)
+        return idempotent(
+            conn, principal, idempotency_key, ("spend", ref, data.model_dump()), 201,
+            lambda: _posting(service.post(conn, ctx, op)), now,
+        )
+
+
+@router.post("/adjustments", status_code=201, response_model=PostingOut)
+def adjust(
+    ref: str,
+    data: AdjustIn,
+    principal: Principal = Depends(require(Scope.admin)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """A manual correction with a reason: positive points credit, negative debit."""
+    if data.points == 0:
+        raise invalid("zero_adjustment", "An adjustment must move at least one point.")
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        member = members.resolve(conn, principal.program_id, ref)
+        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        program = programs.current(conn, principal.program_id)
+        _, expires_at = lot_dates(program.spec, now)
+        op = service.Adjust(
+            member_id=int(member.id), account_id=int(account.account_id), points=data.points,
+            reason=data.reason, idempotency_key=f"adjust:{data.reference}",
+            request_hash=request_hash(int(member.id), data.points, data.reason),
+            expires_at=expires_at,
+        )
+        ctx = service.Context(principal.program_id, now, principal.actor, program.version)
+        return idempotent(
+            conn, principal, idempotency_key, ("adjust", ref, data.model_dump()), 201,
+            lambda: _posting(service.post(conn, ctx, op)), now,
+        )
+
+
+def _posting(posted: service.Posted | None) -> PostingOut:
+    assert posted is not None
+    return PostingOut(
+        transaction_id=posted.transaction_id, points=posted.points,
+        available=posted.balance.available, pending=posted.balance.pending,
+        replayed=posted.replayed,
+    )

@@ -1,0 +1,702 @@
+"""`post()`: the only code that writes the ledger tables (DESIGN rule 2).
+
+Every operation is one ledger transaction header plus transfer legs between two
+accounts, so all legs sum to zero by construction. Member-account counters change only
+by guarded relative updates after the account row is locked (rule 5), and CHECK
+constraints stand behind every guard. The caller owns the database transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from trofast.kit.errors import InvariantBroken, Problem, conflict
+from trofast.ledger import repository
+from trofast.ledger.allocation import LotBalance, allocate
+from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
+
+POINTS = "points"
+MEMBER = "member"
+SYSTEM_KINDS = ("issuance", "redemption", "breakage", "adjustment")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who posts, in which program, at what time, under which program version."""
+
+    program_id: int
+    now: datetime
+    actor: str
+    program_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Points earned by one rule: become a lot of their own."""
+
+    points: int
+    rule: str
+    vests_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Earn:
+    member_id: int
+    account_id: int
+    credits: Sequence[Credit]
+    idempotency_key: str
+    effective_at: datetime
+    activity_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Spend:
+    member_id: int
+    account_id: int
+    points: int
+    reference: str
+    idempotency_key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class TakeBack:
+    """A return takes back points: from the purchase's own lots first, then any others."""
+
+    member_id: int
+    account_id: int
+    points: int
+    own_lot_ids: Sequence[int]
+    idempotency_key: str
+    allow_negative: bool
+    activity_id: int | None = None
+    reverses_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Adjust:
+    """A manual correction by an admin: positive credits a new lot, negative debits lots."""
+
+    member_id: int
+    account_id: int
+    points: int
+    reason: str
+    idempotency_key: str
+    request_hash: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Vest:
+    lot_id: int
+
+
+@dataclass(frozen=True)
+class Expire:
+    lot_id: int
+
+
+Operation = Earn | Spend | TakeBack | Adjust | Vest | Expire
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A member account's counters as the member sees them."""
+
+    available: int
+    pending: int
+    debt: int
+
+    @classmethod
+    def of(cls, row: Any) -> Balance:
+        spendable = int(row.credits_posted) - int(row.debits_posted) - int(row.debits_pending)
+        return cls(
+            available=spendable - int(row.debt), pending=int(row.credits_pending), debt=int(row.debt)
+        )
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The outcome of `post()`: the header id, points moved for the member, balance after."""
+
+    transaction_id: int
+    points: int
+    balance: Balance
+    uncollected: int = 0
+    lot_ids: list[int] = field(default_factory=list)
+    replayed: bool = False
+
+
+_COUNTERS = (
+    accounts.c.credits_posted,
+    accounts.c.debits_posted,
+    accounts.c.credits_pending,
+    accounts.c.debits_pending,
+    accounts.c.debt,
+)
+_system_cache: dict[tuple[str, int], dict[str, int]] = {}
+
+
+def open_program_accounts(conn: Connection, program_id: int) -> None:
+    """Create the program's system accounts (once, when the program is created)."""
+    conn.execute(
+        accounts.insert(),
+        [
+            {
+                "program_id": program_id,
+                "member_id": None,
+                "kind": kind,
+                "unit": POINTS,
+                "debits_must_not_exceed_credits": False,
+            }
+            for kind in SYSTEM_KINDS
+        ],
+    )
+
+
+def open_member_account(conn: Connection, program_id: int, member_id: int) -> int:
+    """Create a member's points account; debits may never exceed credits."""
+    result = conn.execute(
+        accounts.insert()
+        .values(
+            program_id=program_id,
+            member_id=member_id,
+            kind=MEMBER,
+            unit=POINTS,
+            debits_must_not_exceed_credits=True,
+        )
+        .returning(accounts.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
+    """Apply one ledger operation inside the caller's transaction.
+
+    Returns None only for Vest/Expire of a lot that has nothing left to do, which is
+    what makes the vesting and expiry jobs idempotent.
+    """
+    match op:
+        case Earn():
+            return _earn(conn, ctx, op)
+        case Spend():
+            return _debit_lots(
+                conn, ctx, op.member_id, op.account_id, op.points, "spend", "redemption",
+                idempotency_key=op.idempotency_key, request_hash=op.request_hash,
+                reference=op.reference,
+            )
+        case TakeBack():
+            return _take_back(conn, ctx, op)
+        case Adjust():
+            return _adjust(conn, ctx, op)
+        case Vest():
+            return _vest(conn, ctx, op.lot_id)
+        case Expire():
+            return _expire(conn, ctx, op.lot_id)
+
+
+def system_account(conn: Connection, program_id: int, kind: str) -> int:
+    """The id of a program system account (cached: system accounts never change)."""
+    cache_key = (str(conn.engine.url), program_id)
+    ids = _system_cache.get(cache_key)
+    if ids is None or kind not in ids:
+        rows = conn.execute(
+            select(accounts.c.kind, accounts.c.id).where(
+                accounts.c.program_id == program_id, accounts.c.member_id.is_(None)
+            )
+        ).all()
+        ids = {str(r.kind): int(r.id) for r in rows}
+        _system_cache[cache_key] = ids
+    if kind not in ids:
+        raise InvariantBroken(f"program {program_id} has no {kind} account")
+    return ids[kind]
+
+
+def forget_cached_accounts() -> None:
+    """Drop cached system-account ids (for tests that recreate databases)."""
+    _system_cache.clear()
+
+
+def lock_account(conn: Connection, program_id: int, account_id: int) -> Row[Any]:
+    """Lock a member account row for the rest of the transaction and return its counters."""
+    row = conn.execute(
+        select(*_COUNTERS)
+        .where(accounts.c.id == account_id, accounts.c.program_id == program_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise InvariantBroken(f"account {account_id} not in program {program_id}")
+    return row
+
+
+def _header(
+    conn: Connection,
+    ctx: Context,
+    kind: str,
+    key: str,
+    *,
+    member_id: int | None,
+    activity_id: int | None = None,
+    rule: str | None = None,
+    request_hash: str | None = None,
+    reference: str | None = None,
+    reason: str | None = None,
+    reverses_id: int | None = None,
+    effective_at: datetime | None = None,
+) -> int:
+    result = conn.execute(
+        ledger_transactions.insert()
+        .values(
+            program_id=ctx.program_id,
+            kind=kind,
+            idempotency_key=key,
+            request_hash=request_hash,
+            member_id=member_id,
+            activity_id=activity_id,
+            rule=rule,
+            program_version=ctx.program_version,
+            actor=ctx.actor,
+            reference=reference,
+            reason=reason,
+            reverses_id=reverses_id,
+            effective_at=effective_at or ctx.now,
+            created_at=ctx.now,
+        )
+        .returning(ledger_transactions.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def _replay(
+    conn: Connection, ctx: Context, key: str, digest: str, account_id: int
+) -> Posted | None:
+    """A previous transaction with this idempotency key: its outcome, or 409 if it differs."""
+    row = conn.execute(
+        select(ledger_transactions.c.id, ledger_transactions.c.request_hash).where(
+            ledger_transactions.c.program_id == ctx.program_id,
+            ledger_transactions.c.idempotency_key == key,
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != digest:
+        raise conflict("reference_reused", f"{key!r} was already used for a different request.")
+    moved = _member_delta(conn, int(row.id), account_id)
+    current = conn.execute(select(*_COUNTERS).where(accounts.c.id == account_id)).one()
+    return Posted(int(row.id), moved, Balance.of(current), replayed=True)
+
+
+def _member_delta(conn: Connection, transaction_id: int, account_id: int) -> int:
+    legs = conn.execute(
+        select(transfers.c.amount, transfers.c.credit_account_id, transfers.c.phase).where(
+            transfers.c.transaction_id == transaction_id
+        )
+    ).all()
+    total = 0
+    for leg in legs:
+        if leg.phase == "void":
+            continue
+        total += int(leg.amount) if leg.credit_account_id == account_id else -int(leg.amount)
+    return total
+
+
+def _add_lot(
+    conn: Connection,
+    ctx: Context,
+    member_id: int,
+    account_id: int,
+    transaction_id: int,
+    activity_id: int | None,
+    credit: Credit,
+) -> tuple[int, bool]:
+    pending = credit.vests_at is not None and credit.vests_at > ctx.now
+    lot_id = conn.execute(
+        lots.insert()
+        .values(
+            program_id=ctx.program_id,
+            member_id=member_id,
+            account_id=account_id,
+            transaction_id=transaction_id,
+            activity_id=activity_id,
+            rule=credit.rule,
+            original=credit.points,
+            remaining=credit.points,
+            held=0,
+            consumed=0,
+            expired=0,
+            reversed=0,
+            pending=pending,
+            vests_at=credit.vests_at,
+            expires_at=credit.expires_at,
+            created_at=ctx.now,
+        )
+        .returning(lots.c.id)
+    ).scalar_one()
+    return int(lot_id), pending
+
+
+def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
+    credits = [c for c in op.credits if c.points > 0]
+    if any(c.points < 0 for c in op.credits):
+        raise InvariantBroken("an earn credit cannot be negative")
+    issuance = system_account(conn, ctx.program_id, "issuance")
+    txn = _header(
+        conn, ctx, "earn", op.idempotency_key, member_id=op.member_id,
+        activity_id=op.activity_id, rule=",".join(c.rule for c in credits) or None,
+        effective_at=op.effective_at,
+    )
+    posted = pending = 0
+    legs: list[dict[str, Any]] = []
+    new_lots: list[tuple[int, int, bool]] = []
+    for credit in credits:
+        lot_id, is_pending = _add_lot(
+            conn, ctx, op.member_id, op.account_id, txn, op.activity_id, credit
+        )
+        new_lots.append((lot_id, credit.points, is_pending))
+        legs.append(_leg(ctx, txn, issuance, op.account_id, credit.points,
+                         "pending" if is_pending else "single", lot_id))
+        if is_pending:
+            pending += credit.points
+        else:
+            posted += credit.points
+    if not legs:
+        current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
+        return Posted(txn, 0, Balance.of(current))
+    conn.execute(transfers.insert(), legs)
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == op.account_id)
+        .values(
+            credits_posted=accounts.c.credits_posted + posted,
+            credits_pending=accounts.c.credits_pending + pending,
+        )
+        .returning(*_COUNTERS)
+    ).one()
+    if after.debt > 0 and posted > 0:
+        for lot_id, points, is_pending in new_lots:
+            if not is_pending:
+                after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, points, after)
+    return Posted(txn, posted + pending, Balance.of(after), lot_ids=[lot[0] for lot in new_lots])
+
+
+def _collect_debt(
+    conn: Connection,
+    ctx: Context,
+    txn: int,
+    account_id: int,
+    lot_id: int,
+    lot_points: int,
+    counters: Row[Any],
+) -> Row[Any]:
+    """Pay an outstanding debt (negative balance) from a lot that just became available."""
+    amount = min(int(counters.debt), lot_points)
+    if amount <= 0:
+        return counters
+    issuance = system_account(conn, ctx.program_id, "issuance")
+    _take_from_lots(conn, [(lot_id, amount)], "reversed")
+    conn.execute(transfers.insert(), [_leg(ctx, txn, account_id, issuance, amount, "single", lot_id)])
+    return conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id, accounts.c.debt >= amount)
+        .values(debits_posted=accounts.c.debits_posted + amount, debt=accounts.c.debt - amount)
+        .returning(*_COUNTERS)
+    ).one()
+
+
+def _leg(
+    ctx: Context,
+    txn: int,
+    debit: int,
+    credit: int,
+    amount: int,
+    phase: str,
+    lot_id: int | None,
+    pending_id: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "program_id": ctx.program_id,
+        "transaction_id": txn,
+        "debit_account_id": debit,
+        "credit_account_id": credit,
+        "amount": amount,
+        "phase": phase,
+        "pending_id": pending_id,
+        "lot_id": lot_id,
+        "created_at": ctx.now,
+    }
+
+
+def _spendable_lots(
+    conn: Connection, account_id: int, first: Sequence[int] = ()
+) -> list[LotBalance]:
+    """Vested lots with points left, in spending order; lots named in `first` come first."""
+    rows = conn.execute(
+        select(lots.c.id, lots.c.remaining, lots.c.expires_at)
+        .where(lots.c.account_id == account_id, lots.c.pending.is_(False), lots.c.remaining > 0)
+        .order_by(lots.c.expires_at.is_(None), lots.c.expires_at, lots.c.id)
+    ).all()
+    balances = [LotBalance(int(r.id), int(r.remaining), r.expires_at) for r in rows]
+    if first:
+        chosen = set(first)
+        balances = [b for b in balances if b.id in chosen] + [
+            b for b in balances if b.id not in chosen
+        ]
+    return balances
+
+
+def _take_from_lots(conn: Connection, taken: Sequence[tuple[int, int]], bucket: str) -> None:
+    """Move points from `remaining` to `bucket` (consumed/expired/reversed), guarded."""
+    column = lots.c[bucket]
+    for lot_id, amount in taken:
+        result = conn.execute(
+            update(lots)
+            .where(lots.c.id == lot_id, lots.c.remaining >= amount)
+            .values(remaining=lots.c.remaining - amount, **{bucket: column + amount})
+        )
+        if result.rowcount != 1:
+            raise InvariantBroken(f"lot {lot_id} cannot give {amount}")
+
+
+def _debit_lots(
+    conn: Connection,
+    ctx: Context,
+    member_id: int,
+    account_id: int,
+    points: int,
+    kind: str,
+    to_account: str,
+    *,
+    idempotency_key: str,
+    request_hash: str,
+    reference: str | None = None,
+    reason: str | None = None,
+) -> Posted:
+    """Spend or debit-adjust: all `points` from vested lots, soonest-expiring first, or 422."""
+    if points <= 0:
+        raise InvariantBroken("a debit must be positive")
+    replayed = _replay(conn, ctx, idempotency_key, request_hash, account_id)
+    if replayed is not None:
+        return replayed
+    counters = lock_account(conn, ctx.program_id, account_id)
+    available = Balance.of(counters).available
+    if available < points:
+        raise Problem(
+            422, "insufficient_points",
+            f"The member has {available} points available, {points} asked.",
+            available=available,
+        )
+    taken = allocate(_spendable_lots(conn, account_id), points)
+    if sum(t for _, t in taken) != points:
+        raise InvariantBroken(f"account {account_id}: counters and lots disagree")
+    try:
+        with conn.begin_nested():
+            txn = _header(
+                conn, ctx, kind, idempotency_key, member_id=member_id,
+                request_hash=request_hash, reference=reference, reason=reason,
+            )
+    except IntegrityError:
+        raise conflict("reference_in_flight", f"{idempotency_key!r} is being posted.") from None
+    _take_from_lots(conn, taken, "consumed")
+    target = system_account(conn, ctx.program_id, to_account)
+    conn.execute(
+        transfers.insert(),
+        [_leg(ctx, txn, account_id, target, amount, "single", lot_id) for lot_id, amount in taken],
+    )
+    after = _add_debits(conn, account_id, points)
+    return Posted(txn, -points, Balance.of(after))
+
+
+def _add_debits(conn: Connection, account_id: int, points: int) -> Row[Any]:
+    row = conn.execute(
+        update(accounts)
+        .where(
+            accounts.c.id == account_id,
+            accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending
+            >= points,
+        )
+        .values(debits_posted=accounts.c.debits_posted + points)
+        .returning(*_COUNTERS)
+    ).first()
+    if row is None:
+        raise InvariantBroken(f"account {account_id} cannot be debited {points}")
+    return row
+
+
+def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
+    if op.points <= 0:
+        raise InvariantBroken("a take-back must be positive")
+    lock_account(conn, ctx.program_id, op.account_id)
+    txn = _header(
+        conn, ctx, "return", op.idempotency_key, member_id=op.member_id,
+        activity_id=op.activity_id, reverses_id=op.reverses_id,
+    )
+    issuance = system_account(conn, ctx.program_id, "issuance")
+    left = op.points
+    legs: list[dict[str, Any]] = []
+    pending_taken = 0
+    # 1. The purchase's own lots that are still pending: void and re-pend the rest.
+    own_pending = conn.execute(
+        select(lots.c.id, lots.c.remaining)
+        .where(lots.c.id.in_(op.own_lot_ids), lots.c.pending.is_(True), lots.c.remaining > 0)
+        .order_by(lots.c.id)
+    ).all()
+    for lot in own_pending:
+        take = min(left, int(lot.remaining))
+        if take == 0:
+            break
+        hold = _open_pending_transfer(conn, int(lot.id))
+        legs.append(_leg(ctx, txn, issuance, op.account_id, int(hold.amount), "void",
+                         int(lot.id), pending_id=int(hold.id)))
+        if int(lot.remaining) > take:
+            legs.append(_leg(ctx, txn, issuance, op.account_id, int(lot.remaining) - take,
+                             "pending", int(lot.id)))
+        _take_from_lots(conn, [(int(lot.id), take)], "reversed")
+        pending_taken += take
+        left -= take
+    # 2. Vested points: the purchase's own lots first, then soonest-expiring.
+    taken = allocate(_spendable_lots(conn, op.account_id, first=op.own_lot_ids), left)
+    _take_from_lots(conn, taken, "reversed")
+    legs += [_leg(ctx, txn, op.account_id, issuance, amount, "single", lot_id)
+             for lot_id, amount in taken]
+    posted_taken = sum(amount for _, amount in taken)
+    left -= posted_taken
+    # 3. Whatever was already spent: a debt, or uncollected, per program policy.
+    debt = left if op.allow_negative else 0
+    if legs:
+        conn.execute(transfers.insert(), legs)
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == op.account_id)
+        .values(
+            credits_pending=accounts.c.credits_pending - pending_taken,
+            debits_posted=accounts.c.debits_posted + posted_taken,
+            debt=accounts.c.debt + debt,
+        )
+        .returning(*_COUNTERS)
+    ).one()
+    return Posted(txn, -(pending_taken + posted_taken), Balance.of(after),
+                  uncollected=left - debt)
+
+
+def _open_pending_transfer(conn: Connection, lot_id: int) -> Row[Any]:
+    """The lot's pending transfer that is not yet posted or voided."""
+    resolved = transfers.alias("resolved")
+    row = conn.execute(
+        select(transfers.c.id, transfers.c.amount)
+        .outerjoin(resolved, resolved.c.pending_id == transfers.c.id)
+        .where(transfers.c.lot_id == lot_id, transfers.c.phase == "pending", resolved.c.id.is_(None))
+    ).first()
+    if row is None:
+        raise InvariantBroken(f"pending lot {lot_id} has no open pending transfer")
+    return row
+
+
+def _adjust(conn: Connection, ctx: Context, op: Adjust) -> Posted:
+    if op.points == 0:
+        raise InvariantBroken("an adjustment cannot be zero")
+    if op.points < 0:
+        return _debit_lots(
+            conn, ctx, op.member_id, op.account_id, -op.points, "adjust", "adjustment",
+            idempotency_key=op.idempotency_key, request_hash=op.request_hash, reason=op.reason,
+        )
+    replayed = _replay(conn, ctx, op.idempotency_key, op.request_hash, op.account_id)
+    if replayed is not None:
+        return replayed
+    lock_account(conn, ctx.program_id, op.account_id)
+    txn = _header(
+        conn, ctx, "adjust", op.idempotency_key, member_id=op.member_id,
+        request_hash=op.request_hash, reason=op.reason,
+    )
+    credit = Credit(op.points, "adjustment", None, op.expires_at)
+    lot_id, _ = _add_lot(conn, ctx, op.member_id, op.account_id, txn, None, credit)
+    adjustment = system_account(conn, ctx.program_id, "adjustment")
+    conn.execute(transfers.insert(), [_leg(ctx, txn, adjustment, op.account_id, op.points,
+                                           "single", lot_id)])
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == op.account_id)
+        .values(credits_posted=accounts.c.credits_posted + op.points)
+        .returning(*_COUNTERS)
+    ).one()
+    after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, op.points, after)
+    return Posted(txn, op.points, Balance.of(after), lot_ids=[lot_id])
+
+
+def _lot_for_job(conn: Connection, ctx: Context, lot_id: int, condition: Any) -> Row[Any] | None:
+    return conn.execute(
+        select(lots.c.id, lots.c.member_id, lots.c.account_id, lots.c.remaining)
+        .where(lots.c.id == lot_id, lots.c.program_id == ctx.program_id, condition)
+        .with_for_update()
+    ).first()
+
+
+def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
+    lot = _lot_for_job(conn, ctx, lot_id, and_(lots.c.pending.is_(True), lots.c.vests_at <= ctx.now))
+    if lot is None:
+        return None
+    account_id, amount = int(lot.account_id), int(lot.remaining)
+    lock_account(conn, ctx.program_id, account_id)
+    conn.execute(update(lots).where(lots.c.id == lot_id).values(pending=False))
+    txn = _header(conn, ctx, "vest", f"vest:{lot_id}", member_id=int(lot.member_id))
+    if amount == 0:  # fully returned before vesting: its pending transfer is already void
+        current = conn.execute(select(*_COUNTERS).where(accounts.c.id == account_id)).one()
+        return Posted(txn, 0, Balance.of(current))
+    hold = _open_pending_transfer(conn, lot_id)
+    if int(hold.amount) != amount:
+        raise InvariantBroken(f"lot {lot_id}: pending transfer {hold.amount} != remaining {amount}")
+    issuance = system_account(conn, ctx.program_id, "issuance")
+    conn.execute(transfers.insert(), [_leg(ctx, txn, issuance, account_id, amount, "post", lot_id,
+                                           pending_id=int(hold.id))])
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(
+            credits_pending=accounts.c.credits_pending - amount,
+            credits_posted=accounts.c.credits_posted + amount,
+        )
+        .returning(*_COUNTERS)
+    ).one()
+    after = _collect_debt(conn, ctx, txn, account_id, lot_id, amount, after)
+    return Posted(txn, 0, Balance.of(after))
+
+
+def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
+    lot = _lot_for_job(
+        conn, ctx, lot_id,
+        and_(lots.c.pending.is_(False), lots.c.remaining > 0, lots.c.expires_at <= ctx.now),
+    )
+    if lot is None:
+        return None
+    account_id, amount = int(lot.account_id), int(lot.remaining)
+    lock_account(conn, ctx.program_id, account_id)
+    txn = _header(conn, ctx, "expire", f"expire:{lot_id}", member_id=int(lot.member_id))
+    _take_from_lots(conn, [(lot_id, amount)], "expired")
+    breakage = system_account(conn, ctx.program_id, "breakage")
+    conn.execute(transfers.insert(), [_leg(ctx, txn, account_id, breakage, amount, "single",
+                                           lot_id)])
+    after = _add_debits(conn, account_id, amount)
+    return Posted(txn, -amount, Balance.of(after))
+
+
+def member_balance(conn: Connection, account_id: int, now: datetime) -> dict[str, int]:
+    """Available, pending and debt from the counters; lifetime and expiring sums from lots."""
+    balance = Balance.of(repository.account_counters(conn, account_id))
+    totals = repository.lot_totals(conn, account_id, now)
+    return {
+        "available": balance.available,
+        "pending": balance.pending,
+        "debt": balance.debt,
+        "expiring_30_days": int(totals.expiring_30),
+        "expiring_60_days": int(totals.expiring_60),
+        "expiring_90_days": int(totals.expiring_90),
+        "lifetime_earned": int(totals.earned),
+        "lifetime_spent": int(totals.spent),
+        "lifetime_expired": int(totals.expired),
+    }

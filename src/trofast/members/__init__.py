@@ -1,0 +1,1 @@
+"""Members: enrolment, loyalty numbers, contact details, consents."""

@@ -1,0 +1,83 @@
+"""HTTP: /v1/members."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import JSONResponse
+
+from trofast.http import Services, idempotent, require, services
+from trofast.kit.auth import Principal, Scope
+from trofast.members import service
+from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch
+from trofast.programs import service as programs
+
+router = APIRouter(prefix="/v1/members", tags=["members"])
+
+
+@router.post("", status_code=201, response_model=MemberOut)
+def enrol(
+    data: MemberIn,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """Enrol a member; the answer carries the new loyalty number."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        program = programs.current(conn, principal.program_id)
+        return idempotent(
+            conn, principal, idempotency_key, ("enrol", data.model_dump(mode="json")), 201,
+            lambda: service.enrol(conn, program, data, now), now,
+        )
+
+
+@router.get("", response_model=MemberPage)
+def list_members(
+    principal: Principal = Depends(require(Scope.read)),
+    svc: Services = Depends(services),
+    q: str | None = Query(None, description="Exact e-mail, phone, loyalty number or external id"),
+    email: str | None = None,
+    phone: str | None = None,
+    loyalty_number: str | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> MemberPage:
+    filters = {
+        k: v
+        for k, v in {
+            "q": q, "email": email.lower() if email else None, "phone": phone,
+            "loyalty_number": loyalty_number, "status": status,
+        }.items()
+        if v
+    }
+    with svc.db.read() as conn:
+        if "phone" in filters:
+            program = programs.current(conn, principal.program_id)
+            filters["phone"] = service.normalize_phone(filters["phone"], program.spec.country)
+        return service.list_page(conn, principal.program_id, cursor, limit, filters)
+
+
+@router.get("/{ref}", response_model=MemberOut)
+def get_member(
+    ref: str, principal: Principal = Depends(require(Scope.read)), svc: Services = Depends(services)
+) -> MemberOut:
+    """A member by id or by 12-digit loyalty number."""
+    with svc.db.read() as conn:
+        return service.get(conn, principal.program_id, ref)
+
+
+@router.patch("/{ref}", response_model=MemberOut)
+def update_member(
+    ref: str,
+    patch: MemberPatch,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+) -> MemberOut:
+    """Change contact details or consent; changing `status` needs the admin scope."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        program = programs.current(conn, principal.program_id)
+        return service.update(
+            conn, program, ref, patch, now, may_change_status=principal.may(Scope.admin)
+        )

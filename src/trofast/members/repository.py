@@ -1,0 +1,90 @@
+"""SQL for members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, or_, select, update
+
+from trofast.ledger.models import accounts
+from trofast.members.models import members
+
+
+def get(conn: Connection, program_id: int, member_id: int) -> Row[Any] | None:
+    return conn.execute(
+        select(members).where(members.c.program_id == program_id, members.c.id == member_id)
+    ).first()
+
+
+def get_by_number(conn: Connection, program_id: int, number: str) -> Row[Any] | None:
+    return conn.execute(
+        select(members).where(
+            members.c.program_id == program_id, members.c.loyalty_number == number
+        )
+    ).first()
+
+
+def get_with_account(
+    conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
+) -> Row[Any] | None:
+    """A member's id, status, birth date and points account id in one round trip."""
+    stmt = (
+        select(members.c.id, members.c.status, members.c.birth_date, accounts.c.id.label("account_id"))
+        .join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
+        .where(members.c.program_id == program_id)
+    )
+    if member_id is not None:
+        stmt = stmt.where(members.c.id == member_id)
+    else:
+        stmt = stmt.where(members.c.loyalty_number == number)
+    return conn.execute(stmt).first()
+
+
+def find_taken(
+    conn: Connection, program_id: int, fields: dict[str, Any], exclude_id: int | None = None
+) -> str | None:
+    """The first of `fields` (email, phone, external_id, loyalty_number) already used."""
+    wanted = {k: v for k, v in fields.items() if v is not None}
+    if not wanted:
+        return None
+    stmt = select(members).where(
+        members.c.program_id == program_id, or_(*(members.c[k] == v for k, v in wanted.items()))
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(members.c.id != exclude_id)
+    row = conn.execute(stmt.limit(1)).first()
+    if row is None:
+        return None
+    return next(k for k, v in wanted.items() if getattr(row, k) == v)
+
+
+def insert(conn: Connection, values: dict[str, Any]) -> int:
+    return int(conn.execute(members.insert().values(**values).returning(members.c.id)).scalar_one())
+
+
+def update_fields(conn: Connection, program_id: int, member_id: int, values: dict[str, Any]) -> None:
+    conn.execute(
+        update(members)
+        .where(members.c.program_id == program_id, members.c.id == member_id)
+        .values(**values)
+    )
+
+
+def page(
+    conn: Connection, program_id: int, after_id: int, limit: int, filters: dict[str, str]
+) -> list[Row[Any]]:
+    stmt = select(members).where(members.c.program_id == program_id, members.c.id > after_id)
+    if "q" in filters:
+        q = filters["q"]
+        stmt = stmt.where(
+            or_(
+                members.c.email == q.lower(),
+                members.c.phone == q,
+                members.c.loyalty_number == q,
+                members.c.external_id == q,
+            )
+        )
+    for column in ("email", "phone", "loyalty_number", "external_id", "status"):
+        if column in filters:
+            stmt = stmt.where(members.c[column] == filters[column])
+    return list(conn.execute(stmt.order_by(members.c.id).limit(limit)).all())

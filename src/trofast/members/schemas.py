@@ -1,0 +1,80 @@
+"""API models for members."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+
+class Channel(StrEnum):
+    store = "store"
+    online = "online"
+    app = "app"
+    import_ = "import"
+    api = "api"
+
+
+class Status(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class MemberIn(BaseModel):
+    """Enrolment: at least an e-mail address or a phone number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    phone: str | None = Field(None, max_length=32, examples=["+46701234567"])
+    first_name: str | None = Field(None, max_length=100)
+    last_name: str | None = Field(None, max_length=100)
+    birth_date: date | None = None
+    locale: str | None = Field(None, max_length=10, examples=["sv"])
+    marketing_consent: bool = False
+    external_id: str | None = Field(None, min_length=1, max_length=100)
+    channel: Channel = Channel.api
+
+    @model_validator(mode="after")
+    def _contact(self) -> MemberIn:
+        if not self.email and not self.phone:
+            raise ValueError("an email or a phone number is required")
+        return self
+
+
+class MemberPatch(BaseModel):
+    """A partial update; fields left out stay as they are, null clears them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    phone: str | None = Field(None, max_length=32)
+    first_name: str | None = Field(None, max_length=100)
+    last_name: str | None = Field(None, max_length=100)
+    birth_date: date | None = None
+    locale: str | None = Field(None, max_length=10)
+    marketing_consent: bool | None = None
+    status: Status | None = None
+
+
+class MemberOut(BaseModel):
+    id: int
+    loyalty_number: str
+    external_id: str | None
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    birth_date: date | None
+    locale: str | None
+    marketing_consent: bool
+    channel: str
+    status: Status
+    enrolled_at: datetime
+    updated_at: datetime
+
+
+class MemberPage(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None

@@ -1,0 +1,155 @@
+"""Members: enrol, look up by id or loyalty number, update, list."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from trofast.kit import pagination
+from trofast.kit.errors import Problem, conflict, invalid, not_found
+from trofast.ledger import service as ledger
+from trofast.members import loyalty_number, repository
+from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch, Status
+from trofast.programs.service import ProgramVersion
+
+_UNIQUE_FIELDS = ("email", "phone", "external_id")
+
+
+def normalize_phone(raw: str, region: str | None) -> str:
+    """E.164 form of a phone number, or 422 if it is not a possible number."""
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_possible_number(parsed):
+        raise invalid("invalid_phone", f"{raw!r} is not a phone number (use +46... form).")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def enrol(
+    conn: Connection,
+    program: ProgramVersion,
+    data: MemberIn,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> MemberOut:
+    """Create a member with a fresh loyalty number and an empty points account."""
+    values: dict[str, Any] = data.model_dump()
+    values["email"] = data.email.lower() if data.email else None
+    values["phone"] = normalize_phone(data.phone, program.spec.country) if data.phone else None
+    values["channel"] = data.channel.value
+    _refuse_taken(conn, program.program_id, values)
+    for _ in range(20):
+        number = loyalty_number.generate(rng)
+        if repository.get_by_number(conn, program.program_id, number) is None:
+            break
+    else:  # pragma: no cover - 10^11 numbers
+        raise RuntimeError("could not find a free loyalty number")
+    values.update(
+        program_id=program.program_id,
+        loyalty_number=number,
+        status=Status.active.value,
+        consent_changed_at=now if data.marketing_consent else None,
+        enrolled_at=now,
+        updated_at=now,
+    )
+    try:
+        with conn.begin_nested():
+            member_id = repository.insert(conn, values)
+    except IntegrityError:
+        raise conflict("member_exists", "A member with these details was just enrolled.") from None
+    ledger.open_member_account(conn, program.program_id, member_id)
+    return _out(repository.get(conn, program.program_id, member_id))
+
+
+def resolve(conn: Connection, program_id: int, ref: str) -> Row[Any]:
+    """A member row by id or 12-digit loyalty number, or 404."""
+    if loyalty_number.looks_like_number(ref):
+        row = repository.get_by_number(conn, program_id, ref)
+    elif ref.isdigit():
+        row = repository.get(conn, program_id, int(ref))
+    else:
+        row = None
+    if row is None:
+        raise not_found("member", ref)
+    return row
+
+
+def resolve_with_account(
+    conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
+) -> Row[Any]:
+    """(id, status, birth_date, account_id) of a member, or 404."""
+    row = repository.get_with_account(conn, program_id, member_id=member_id, number=number)
+    if row is None:
+        raise not_found("member", member_id if member_id is not None else number)
+    return row
+
+
+def get(conn: Connection, program_id: int, ref: str) -> MemberOut:
+    return _out(resolve(conn, program_id, ref))
+
+
+def update(
+    conn: Connection,
+    program: ProgramVersion,
+    ref: str,
+    patch: MemberPatch,
+    now: datetime,
+    *,
+    may_change_status: bool,
+) -> MemberOut:
+    row = resolve(conn, program.program_id, ref)
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    if "status" in changes and not may_change_status:
+        raise Problem(403, "forbidden", "Changing a member's status needs the admin scope.")
+    if changes.get("email"):
+        changes["email"] = changes["email"].lower()
+    if changes.get("phone"):
+        changes["phone"] = normalize_phone(changes["phone"], program.spec.country)
+    if "status" in changes:
+        changes["status"] = Status(changes["status"]).value
+    if "marketing_consent" in changes:
+        if changes["marketing_consent"] is None:
+            raise invalid("invalid_consent", "marketing_consent must be true or false.")
+        if changes["marketing_consent"] != row.marketing_consent:
+            changes["consent_changed_at"] = now
+    if changes.get("email", row.email) is None and changes.get("phone", row.phone) is None:
+        raise invalid("contact_required", "A member needs an email or a phone number.")
+    _refuse_taken(conn, program.program_id, changes, exclude_id=int(row.id))
+    changes["updated_at"] = now
+    try:
+        with conn.begin_nested():
+            repository.update_fields(conn, program.program_id, int(row.id), changes)
+    except IntegrityError:
+        raise conflict("member_exists", "Another member has these details.") from None
+    return _out(repository.get(conn, program.program_id, int(row.id)))
+
+
+def list_page(
+    conn: Connection, program_id: int, cursor: str | None, limit: int, filters: dict[str, str]
+) -> MemberPage:
+    after = pagination.decode(cursor)
+    rows = repository.page(conn, program_id, after, limit + 1, filters)
+    items = [_out(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return MemberPage(items=items, next_cursor=pagination.encode(items[-1].id) if more else None)
+
+
+def _refuse_taken(
+    conn: Connection, program_id: int, values: dict[str, Any], exclude_id: int | None = None
+) -> None:
+    wanted = {k: values.get(k) for k in _UNIQUE_FIELDS if values.get(k) is not None}
+    taken = repository.find_taken(conn, program_id, wanted, exclude_id)
+    if taken is not None:
+        raise conflict(f"{taken}_taken", f"Another member already has this {taken.replace('_', ' ')}.")
+
+
+def _out(row: Row[Any] | None) -> MemberOut:
+    if row is None:
+        raise not_found("member", "?")
+    return MemberOut.model_validate(row._mapping, from_attributes=False)

@@ -1,0 +1,1 @@
+"""Programs: the versioned program document and its storage."""
