@@ -97,7 +97,9 @@ def key_for(db: Database, clock: FixedClock) -> Callable[[ProgramVersion, str], 
 
     def make(program: ProgramVersion, scope: str) -> dict[str, str]:
         with db.write() as conn:
-            token, _ = access.create_key(conn, program.program_id, Scope(scope), "test", clock.now())
+            token, _ = access.create_key(
+                conn, program.program_id, Scope(scope), "test", clock.now()
+            )
         return {"Authorization": f"Bearer {token}"}
 
     return make

@@ -7,14 +7,22 @@ def test_enrol_earn_spend(client: TestClient, pos: dict[str, str]) -> None:
     member = r.json()
     r = client.post(
         "/v1/activities",
-        json={"type": "purchase", "external_id": "r1", "member_id": member["id"],
-              "amount": 25000, "currency": "SEK"},
+        json={
+            "type": "purchase",
+            "external_id": "r1",
+            "member_id": member["id"],
+            "amount": 25000,
+            "currency": "SEK",
+        },
         headers=pos,
     )
     assert r.status_code == 201, r.text
     assert r.json()["points"] == 25
-    r = client.post(f"/v1/members/{member['loyalty_number']}/spend",
-                    json={"points": 10, "reference": "o1"}, headers=pos)
+    r = client.post(
+        f"/v1/members/{member['loyalty_number']}/spend",
+        json={"points": 10, "reference": "o1"},
+        headers=pos,
+    )
     assert r.status_code == 201, r.text
     assert r.json()["available"] == 15
     r = client.get(f"/v1/members/{member['id']}/balance", headers=pos)

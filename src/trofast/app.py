@@ -45,9 +45,7 @@ def create_app(
             if worker is not None:
                 worker.stop()
 
-    app = FastAPI(
-        title="Trofast", version=__version__, description=DESCRIPTION, lifespan=lifespan
-    )
+    app = FastAPI(title="Trofast", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     for router in (programs_router, members_router, ledger_router, activities_router):
         app.include_router(router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from trofast.config import Settings
 from trofast.kit.auth import Scope
 from trofast.kit.clock import SystemClock
 from trofast.kit.db import Database, connect
+from trofast.programs.spec import ProgramSpec, SpecError, parse_document
 
 app = typer.Typer(help="Trofast loyalty platform.", no_args_is_help=True)
 program_app = typer.Typer(help="Program documents.", no_args_is_help=True)
@@ -37,6 +39,19 @@ def _database(url: str | None) -> Database:
     return connect(resolved, pool_size=settings.pool_size)
 
 
+def _read_program(file: Path) -> ProgramSpec:
+    """Parse a program file or exit 1, printing each error as `file: path: reason`."""
+    try:
+        return parse_document(file.read_text(encoding="utf-8"))
+    except SpecError as exc:
+        for path, reason in exc.errors:
+            typer.echo(f"{file}: {path}: {reason}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"{file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+
+
 @db_app.command("upgrade")
 def db_upgrade(db: str | None = DbOption) -> None:
     """Bring the database schema up to date."""
@@ -47,14 +62,7 @@ def db_upgrade(db: str | None = DbOption) -> None:
 @program_app.command("validate")
 def program_validate(file: Path) -> None:
     """Check a program file; print every error with its path in the document."""
-    from trofast.programs.spec import SpecError, parse_document
-
-    try:
-        spec = parse_document(file.read_text(encoding="utf-8"))
-    except SpecError as exc:
-        for path, reason in exc.errors:
-            err.print(f"[red]{file}: {path}: {reason}[/red]")
-        raise typer.Exit(1) from None
+    spec = _read_program(file)
     console.print(f"[green]{file}: program '{spec.key}' is valid.[/green]")
 
 
@@ -62,14 +70,8 @@ def program_validate(file: Path) -> None:
 def program_apply(file: Path, db: str | None = DbOption) -> None:
     """Store a program file as the program's next version (creating the program if new)."""
     from trofast.programs import service
-    from trofast.programs.spec import SpecError, parse_document
 
-    try:
-        spec = parse_document(file.read_text(encoding="utf-8"))
-    except SpecError as exc:
-        for path, reason in exc.errors:
-            err.print(f"[red]{file}: {path}: {reason}[/red]")
-        raise typer.Exit(1) from None
+    spec = _read_program(file)
     database = _database(db)
     with database.write() as conn:
         version = service.apply(conn, spec, SystemClock().now())
@@ -108,7 +110,7 @@ def ledger_audit(
         program_id = programs.by_key(conn, program).program_id if program else None
         problems = audit(conn, program_id)
     for problem in problems:
-        err.print(f"[red]{problem}[/red]")
+        typer.echo(problem, err=True)
     if problems:
         err.print(f"[red]{len(problems)} invariant violation(s).[/red]")
         raise typer.Exit(1)
@@ -130,10 +132,8 @@ def worker(
         console.print(f"Vested {report.vested} lots, expired {report.expired} lots.")
         return
     console.print(f"Worker running every {interval:g} s; Ctrl-C to stop.")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner.run_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()

@@ -32,8 +32,13 @@ def post_activity(
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
         return idempotent(
-            conn, principal, idempotency_key, ("activity", data.model_dump(mode="json")), 201,
-            lambda: service.ingest(conn, program, data, now, principal.actor), now,
+            conn,
+            principal,
+            idempotency_key,
+            ("activity", data.model_dump(mode="json")),
+            201,
+            lambda: service.ingest(conn, program, data, now, principal.actor),
+            now,
         )
 
 
@@ -62,18 +67,22 @@ def post_batch(
                 items.append(BatchItem(index=index, status=problem.status, problem=problem.body()))
                 continue
             except IntegrityError:
-                problem = Problem(409, "conflict", "The item conflicts with one sent concurrently.")
-                items.append(BatchItem(index=index, status=409, problem=problem.body()))
+                clash = Problem(409, "conflict", "The item conflicts with one sent concurrently.")
+                items.append(BatchItem(index=index, status=409, problem=clash.body()))
                 continue
-            items.append(BatchItem(index=index, status=200 if result.replayed else 201,
-                                   result=result))
+            items.append(
+                BatchItem(index=index, status=200 if result.replayed else 201, result=result)
+            )
     accepted = sum(1 for item in items if item.result is not None)
     return BatchOut(accepted=accepted, rejected=len(items) - accepted, items=items)
 
 
 def _validation(exc: ValidationError) -> dict[str, Any]:
     return Problem(
-        422, "validation_error", "The activity is not valid.",
-        errors=[{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                for e in exc.errors()],
+        422,
+        "validation_error",
+        "The activity is not valid.",
+        errors=[
+            {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ],
     ).body()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trofast.activities.models import activities
+from trofast.kit.orm import AnyRow
 from trofast.ledger.models import lots
 
 
-def find(conn: Connection, program_id: int, external_id: str) -> Row[Any] | None:
+def find(conn: Connection, program_id: int, external_id: str) -> AnyRow | None:
     return conn.execute(
         select(activities).where(
             activities.c.program_id == program_id, activities.c.external_id == external_id
@@ -32,7 +33,7 @@ def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
     return None if value is None else int(value)
 
 
-def returns_of(conn: Connection, original_id: int) -> list[Row[Any]]:
+def returns_of(conn: Connection, original_id: int) -> list[AnyRow]:
     return list(
         conn.execute(
             select(activities.c.amount, activities.c.points, activities.c.body).where(
@@ -44,7 +45,8 @@ def returns_of(conn: Connection, original_id: int) -> list[Row[Any]]:
 
 def lot_ids_of(conn: Connection, activity_id: int) -> list[int]:
     return [
-        int(v) for v in conn.execute(select(lots.c.id).where(lots.c.activity_id == activity_id)).scalars()
+        int(v)
+        for v in conn.execute(select(lots.c.id).where(lots.c.activity_id == activity_id)).scalars()
     ]
 
 

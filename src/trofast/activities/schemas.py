@@ -74,9 +74,12 @@ class ReturnIn(BaseModel):
 
     @model_validator(mode="after")
     def _lines_add_up(self) -> ReturnIn:
-        if self.lines and self.amount is not None:
-            if sum(line.amount for line in self.lines) != self.amount:
-                raise ValueError("the lines' amounts must add up to the return amount")
+        if (
+            self.lines
+            and self.amount is not None
+            and sum(line.amount for line in self.lines) != self.amount
+        ):
+            raise ValueError("the lines' amounts must add up to the return amount")
         return self
 
 

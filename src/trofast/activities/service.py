@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from trofast.activities import repository
 from trofast.activities.schemas import (
@@ -24,6 +24,7 @@ from trofast.activities.schemas import (
 )
 from trofast.kit.errors import InvariantBroken, Problem, conflict, invalid, not_found
 from trofast.kit.idempotency import request_hash
+from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import service as members
 from trofast.programs.service import ProgramVersion
@@ -53,7 +54,7 @@ def ingest(
     raise InvariantBroken(f"unknown activity {data!r}")
 
 
-def _replay(row: Row[Any], digest: str) -> ActivityResult:
+def _replay(row: AnyRow, digest: str) -> ActivityResult:
     if row.request_hash != digest:
         raise conflict(
             "external_id_reused",
@@ -62,9 +63,7 @@ def _replay(row: Row[Any], digest: str) -> ActivityResult:
     return ActivityResult.model_validate({**row.result, "replayed": True})
 
 
-def _member(
-    conn: Connection, program_id: int, data: PurchaseIn | EventIn
-) -> Row[Any] | None:
+def _member(conn: Connection, program_id: int, data: PurchaseIn | EventIn) -> AnyRow | None:
     if data.member_id is not None:
         return members.resolve_with_account(conn, program_id, member_id=data.member_id)
     if data.loyalty_number is not None:
@@ -145,15 +144,28 @@ def _purchase(
         )
     member = _member(conn, program.program_id, data)
     activity_id = _insert(
-        conn, program, data, body, digest, occurred_at, ctx.now,
+        conn,
+        program,
+        data,
+        body,
+        digest,
+        occurred_at,
+        ctx.now,
         member_id=None if member is None else int(member.id),
-        amount=data.amount, currency=data.currency, store=data.store, channel=data.channel.value,
+        amount=data.amount,
+        currency=data.currency,
+        store=data.store,
+        channel=data.channel.value,
     )
     if member is None:
         return _finish(conn, program, activity_id, data, None, 0, None, [])
     facts = engine.ActivityFacts(
-        type="purchase", occurred_at=occurred_at, amount=data.amount, currency=data.currency,
-        store=data.store, channel=data.channel.value,
+        type="purchase",
+        occurred_at=occurred_at,
+        amount=data.amount,
+        currency=data.currency,
+        store=data.store,
+        channel=data.channel.value,
         lines=tuple(engine.Line(ln.sku, ln.quantity, ln.amount, ln.category) for ln in data.lines),
     )
     snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
@@ -167,24 +179,30 @@ def _post_effects(
     ctx: ledger.Context,
     activity_id: int,
     data: ActivityIn,
-    member: Row[Any],
+    member: AnyRow,
     effects: list[engine.PointsEffect],
     occurred_at: datetime,
 ) -> ActivityResult:
     posted = ledger.post(
-        conn, ctx,
+        conn,
+        ctx,
         ledger.Earn(
-            member_id=int(member.id), account_id=int(member.account_id),
+            member_id=int(member.id),
+            account_id=int(member.account_id),
             credits=[ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in effects],
-            idempotency_key=f"activity:{activity_id}", effective_at=occurred_at,
+            idempotency_key=f"activity:{activity_id}",
+            effective_at=occurred_at,
             activity_id=activity_id,
         ),
     )
     assert posted is not None
-    out = [EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
-           for e in effects]
-    return _finish(conn, program, activity_id, data, int(member.id), posted.points,
-                   posted.balance, out)
+    out = [
+        EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
+        for e in effects
+    ]
+    return _finish(
+        conn, program, activity_id, data, int(member.id), posted.points, posted.balance, out
+    )
 
 
 def _event(
@@ -199,11 +217,20 @@ def _event(
     member = _member(conn, program.program_id, data)
     assert member is not None
     activity_id = _insert(
-        conn, program, data, body, digest, occurred_at, ctx.now,
-        member_id=int(member.id), event_type=data.event_type,
+        conn,
+        program,
+        data,
+        body,
+        digest,
+        occurred_at,
+        ctx.now,
+        member_id=int(member.id),
+        event_type=data.event_type,
     )
     facts = engine.ActivityFacts(
-        type="event", occurred_at=occurred_at, event_type=data.event_type,
+        type="event",
+        occurred_at=occurred_at,
+        event_type=data.event_type,
         attributes=data.attributes,
     )
     snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
@@ -229,9 +256,19 @@ def _return(
     returned_before = sum(int(r.amount) for r in earlier)
     amount = _return_amount(data, original, earlier, returned_before)
     activity_id = _insert(
-        conn, program, data, body, digest, occurred_at, ctx.now,
-        member_id=original.member_id, amount=amount, currency=original.currency,
-        store=original.store, channel=original.channel, original_id=int(original.id),
+        conn,
+        program,
+        data,
+        body,
+        digest,
+        occurred_at,
+        ctx.now,
+        member_id=original.member_id,
+        amount=amount,
+        currency=original.currency,
+        store=original.store,
+        channel=original.channel,
+        original_id=int(original.id),
     )
     if original.member_id is None:
         return _finish(conn, program, activity_id, data, None, 0, None, [])
@@ -241,12 +278,17 @@ def _return(
     claim = max(0, int(original.points) - claimed_before - keep)
     member = members.resolve_with_account(conn, program.program_id, member_id=original.member_id)
     if claim == 0:
-        balance = ledger.Balance.of(ledger.lock_account(conn, program.program_id, member.account_id))
+        balance = ledger.Balance.of(
+            ledger.lock_account(conn, program.program_id, member.account_id)
+        )
         return _finish(conn, program, activity_id, data, int(member.id), 0, balance, [])
     posted = ledger.post(
-        conn, ctx,
+        conn,
+        ctx,
         ledger.TakeBack(
-            member_id=int(member.id), account_id=int(member.account_id), points=claim,
+            member_id=int(member.id),
+            account_id=int(member.account_id),
+            points=claim,
             own_lot_ids=repository.lot_ids_of(conn, int(original.id)),
             idempotency_key=f"activity:{activity_id}",
             allow_negative=program.spec.negative_balance == "allow",
@@ -255,13 +297,22 @@ def _return(
     )
     assert posted is not None
     effects = [EffectOut(rule="return", points=posted.points, vests_at=None, expires_at=None)]
-    result = _finish(conn, program, activity_id, data, int(member.id), -claim, posted.balance,
-                     effects, uncollected=posted.uncollected)
+    result = _finish(
+        conn,
+        program,
+        activity_id,
+        data,
+        int(member.id),
+        -claim,
+        posted.balance,
+        effects,
+        uncollected=posted.uncollected,
+    )
     return result
 
 
 def _return_amount(
-    data: ReturnIn, original: Row[Any], earlier: list[Row[Any]], returned_before: int
+    data: ReturnIn, original: AnyRow, earlier: list[AnyRow], returned_before: int
 ) -> int:
     """The money this return gives back, checked against what is left of the purchase."""
     left = int(original.amount) - returned_before
@@ -277,7 +328,8 @@ def _return_amount(
             if bought[line.sku] < 0:
                 raise invalid(
                     "return_exceeds_purchase",
-                    f"More of {line.sku!r} returned than purchase {original.external_id!r} has left.",
+                    f"More of {line.sku!r} returned than purchase "
+                    f"{original.external_id!r} has left.",
                 )
         amount = sum(line.amount for line in data.lines)
     else:

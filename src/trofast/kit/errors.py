@@ -31,7 +31,9 @@ class Problem(Exception):
 
 
 def not_found(what: str, ref: object) -> Problem:
-    return Problem(404, f"{what}_not_found", f"No {what.replace('_', ' ')} {ref!s} in this program.")
+    return Problem(
+        404, f"{what}_not_found", f"No {what.replace('_', ' ')} {ref!s} in this program."
+    )
 
 
 def conflict(code: str, detail: str, **extra: Any) -> Problem:

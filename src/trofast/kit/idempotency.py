@@ -41,8 +41,9 @@ def request_hash(*parts: Any) -> str:
 def replay(conn: Connection, program_id: int, key: str, digest: str) -> tuple[int, Any] | None:
     """The stored (status, response) for `key`, None if new; 409 if the request differs."""
     row = conn.execute(
-        select(idempotency_keys.c.request_hash, idempotency_keys.c.status, idempotency_keys.c.response)
-        .where(idempotency_keys.c.program_id == program_id, idempotency_keys.c.key == key)
+        select(
+            idempotency_keys.c.request_hash, idempotency_keys.c.status, idempotency_keys.c.response
+        ).where(idempotency_keys.c.program_id == program_id, idempotency_keys.c.key == key)
     ).first()
     if row is None:
         return None

@@ -7,12 +7,15 @@ the same metadata. Every table carries `program_id` (tenant isolation, sharding 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, MetaData, TypeDecorator
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Row
 
 from trofast.kit.clock import as_utc
+
+#: A result row of any shape.
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 metadata = MetaData(
     naming_convention={

@@ -31,9 +31,14 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
     }
     legs = conn.execute(
         select(
-            transfers.c.id, transfers.c.program_id, transfers.c.debit_account_id,
-            transfers.c.credit_account_id, transfers.c.amount, transfers.c.phase,
-            transfers.c.pending_id, transfers.c.lot_id,
+            transfers.c.id,
+            transfers.c.program_id,
+            transfers.c.debit_account_id,
+            transfers.c.credit_account_id,
+            transfers.c.amount,
+            transfers.c.phase,
+            transfers.c.pending_id,
+            transfers.c.lot_id,
         ).where(*where_t)
     ).all()
 
@@ -89,7 +94,9 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
     return problems
 
 
-def _lot_flow(flow: dict[str, int], t: Any, kinds: dict[int, tuple[str, int, Any]], amount: int) -> None:
+def _lot_flow(
+    flow: dict[str, int], t: Any, kinds: dict[int, tuple[str, int, Any]], amount: int
+) -> None:
     """Tally one transfer against its lot's buckets."""
     debit_kind = kinds.get(int(t.debit_account_id), ("?", 0, None))[0]
     credit_kind = kinds.get(int(t.credit_account_id), ("?", 0, None))[0]
@@ -126,19 +133,25 @@ def _audit_lots(
             problems.append(f"lot {lot.id}: buckets add up to {parts}, not {lot.original}")
         if lot.pending:
             if flow.get("pending", 0) != int(lot.remaining):
-                problems.append(f"lot {lot.id}: pending {lot.remaining}, open pending transfer "
-                                f"{flow.get('pending', 0)}")
+                problems.append(
+                    f"lot {lot.id}: pending {lot.remaining}, open pending transfer "
+                    f"{flow.get('pending', 0)}"
+                )
             backed[int(lot.account_id)]["pending"] += int(lot.remaining)
         else:
             given = flow.get("credited", 0)
             taken = sum(flow.get(b, 0) for b in ("consumed", "expired", "reversed"))
             if given - taken != int(lot.remaining) + int(lot.held):
-                problems.append(f"lot {lot.id}: transfers leave {given - taken}, "
-                                f"lot holds {int(lot.remaining) + int(lot.held)}")
+                problems.append(
+                    f"lot {lot.id}: transfers leave {given - taken}, "
+                    f"lot holds {int(lot.remaining) + int(lot.held)}"
+                )
             for bucket in ("consumed", "expired", "reversed"):
                 if flow.get(bucket, 0) != int(lot._mapping[bucket]):
-                    problems.append(f"lot {lot.id}: {bucket} is {lot._mapping[bucket]}, "
-                                    f"transfers say {flow.get(bucket, 0)}")
+                    problems.append(
+                        f"lot {lot.id}: {bucket} is {lot._mapping[bucket]}, "
+                        f"transfers say {flow.get(bucket, 0)}"
+                    )
             backed[int(lot.account_id)]["posted"] += int(lot.remaining) + int(lot.held)
             backed[int(lot.account_id)]["held"] += int(lot.held)
         if flow.get("unknown"):
@@ -149,14 +162,20 @@ def _audit_lots(
         lots_of = backed.get(account_id, {})
         net = int(row.credits_posted) - int(row.debits_posted)
         if lots_of.get("posted", 0) != net:
-            problems.append(f"account {account_id}: vested lots hold {lots_of.get('posted', 0)}, "
-                            f"posted balance is {net}")
+            problems.append(
+                f"account {account_id}: vested lots hold {lots_of.get('posted', 0)}, "
+                f"posted balance is {net}"
+            )
         if lots_of.get("pending", 0) != int(row.credits_pending):
-            problems.append(f"account {account_id}: pending lots hold {lots_of.get('pending', 0)}, "
-                            f"pending balance is {row.credits_pending}")
+            problems.append(
+                f"account {account_id}: pending lots hold {lots_of.get('pending', 0)}, "
+                f"pending balance is {row.credits_pending}"
+            )
         if lots_of.get("held", 0) != int(row.debits_pending):
-            problems.append(f"account {account_id}: held {lots_of.get('held', 0)}, "
-                            f"debits pending {row.debits_pending}")
+            problems.append(
+                f"account {account_id}: held {lots_of.get('held', 0)}, "
+                f"debits pending {row.debits_pending}"
+            )
     return problems
 
 

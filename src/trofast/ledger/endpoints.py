@@ -55,12 +55,19 @@ def ledger_history(
         rows = repository.history(conn, int(member.id), int(account.account_id), before, limit + 1)
     items = [
         LedgerEntry(
-            id=r.id, kind=r.kind, points=int(r.points) - int(r.pending_change),
+            id=r.id,
+            kind=r.kind,
+            points=int(r.points) - int(r.pending_change),
             pending_change=int(r.pending_change),
             cause=r.activity_external_id or r.reference or r.reason or r.kind,
-            activity_external_id=r.activity_external_id, rule=r.rule,
-            program_version=r.program_version, actor=r.actor, reason=r.reason,
-            reverses_id=r.reverses_id, effective_at=r.effective_at, created_at=r.created_at,
+            activity_external_id=r.activity_external_id,
+            rule=r.rule,
+            program_version=r.program_version,
+            actor=r.actor,
+            reason=r.reason,
+            reverses_id=r.reverses_id,
+            effective_at=r.effective_at,
+            created_at=r.created_at,
         )
         for r in rows[:limit]
     ]
@@ -85,14 +92,22 @@ def spend(
         account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
         program = programs.current(conn, principal.program_id)
         op = service.Spend(
-            member_id=int(member.id), account_id=int(account.account_id), points=data.points,
-            reference=data.reference, idempotency_key=f"spend:{data.reference}",
+            member_id=int(member.id),
+            account_id=int(account.account_id),
+            points=data.points,
+            reference=data.reference,
+            idempotency_key=f"spend:{data.reference}",
             request_hash=request_hash(int(member.id), data.points),
         )
         ctx = service.Context(principal.program_id, now, principal.actor, program.version)
         return idempotent(
-            conn, principal, idempotency_key, ("spend", ref, data.model_dump()), 201,
-            lambda: _posting(service.post(conn, ctx, op)), now,
+            conn,
+            principal,
+            idempotency_key,
+            ("spend", ref, data.model_dump()),
+            201,
+            lambda: _posting(service.post(conn, ctx, op)),
+            now,
         )
 
 
@@ -114,22 +129,32 @@ def adjust(
         program = programs.current(conn, principal.program_id)
         _, expires_at = lot_dates(program.spec, now)
         op = service.Adjust(
-            member_id=int(member.id), account_id=int(account.account_id), points=data.points,
-            reason=data.reason, idempotency_key=f"adjust:{data.reference}",
+            member_id=int(member.id),
+            account_id=int(account.account_id),
+            points=data.points,
+            reason=data.reason,
+            idempotency_key=f"adjust:{data.reference}",
             request_hash=request_hash(int(member.id), data.points, data.reason),
             expires_at=expires_at,
         )
         ctx = service.Context(principal.program_id, now, principal.actor, program.version)
         return idempotent(
-            conn, principal, idempotency_key, ("adjust", ref, data.model_dump()), 201,
-            lambda: _posting(service.post(conn, ctx, op)), now,
+            conn,
+            principal,
+            idempotency_key,
+            ("adjust", ref, data.model_dump()),
+            201,
+            lambda: _posting(service.post(conn, ctx, op)),
+            now,
         )
 
 
 def _posting(posted: service.Posted | None) -> PostingOut:
     assert posted is not None
     return PostingOut(
-        transaction_id=posted.transaction_id, points=posted.points,
-        available=posted.balance.available, pending=posted.balance.pending,
+        transaction_id=posted.transaction_id,
+        points=posted.points,
+        available=posted.balance.available,
+        pending=posted.balance.pending,
         replayed=posted.replayed,
     )

@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, func, select
+from sqlalchemy import Connection, case, func, select
 
 from trofast.activities.models import activities
+from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 
 
-def account_counters(conn: Connection, account_id: int) -> Row[Any]:
+def account_counters(conn: Connection, account_id: int) -> AnyRow:
     return conn.execute(select(accounts).where(accounts.c.id == account_id)).one()
 
 
-def lot_totals(conn: Connection, account_id: int, now: datetime) -> Row[Any]:
+def lot_totals(conn: Connection, account_id: int, now: datetime) -> AnyRow:
     """Lifetime sums over a member's lots and what expires within 30/60/90 days."""
 
     def expiring(days: int) -> Any:
@@ -46,7 +47,9 @@ def lot_totals(conn: Connection, account_id: int, now: datetime) -> Row[Any]:
     ).one()
 
 
-def history(conn: Connection, member_id: int, account_id: int, before_id: int, limit: int) -> list[Row[Any]]:
+def history(
+    conn: Connection, member_id: int, account_id: int, before_id: int, limit: int
+) -> list[AnyRow]:
     """Ledger transactions touching a member, newest first, with the member's net change."""
     signed = case(
         (transfers.c.phase == "void", 0),
@@ -93,7 +96,9 @@ def due_for_vesting(conn: Connection, program_id: int, now: datetime, limit: int
         int(v)
         for v in conn.execute(
             select(lots.c.id)
-            .where(lots.c.program_id == program_id, lots.c.pending.is_(True), lots.c.vests_at <= now)
+            .where(
+                lots.c.program_id == program_id, lots.c.pending.is_(True), lots.c.vests_at <= now
+            )
             .order_by(lots.c.vests_at, lots.c.id)
             .limit(limit)
         ).scalars()

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select, update
+from sqlalchemy import Connection, and_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
+from trofast.kit.orm import AnyRow
 from trofast.ledger import repository
 from trofast.ledger.allocation import LotBalance, allocate
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
@@ -118,7 +119,9 @@ class Balance:
     def of(cls, row: Any) -> Balance:
         spendable = int(row.credits_posted) - int(row.debits_posted) - int(row.debits_pending)
         return cls(
-            available=spendable - int(row.debt), pending=int(row.credits_pending), debt=int(row.debt)
+            available=spendable - int(row.debt),
+            pending=int(row.credits_pending),
+            debt=int(row.debt),
         )
 
 
@@ -188,8 +191,15 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
             return _earn(conn, ctx, op)
         case Spend():
             return _debit_lots(
-                conn, ctx, op.member_id, op.account_id, op.points, "spend", "redemption",
-                idempotency_key=op.idempotency_key, request_hash=op.request_hash,
+                conn,
+                ctx,
+                op.member_id,
+                op.account_id,
+                op.points,
+                "spend",
+                "redemption",
+                idempotency_key=op.idempotency_key,
+                request_hash=op.request_hash,
                 reference=op.reference,
             )
         case TakeBack():
@@ -224,7 +234,7 @@ def forget_cached_accounts() -> None:
     _system_cache.clear()
 
 
-def lock_account(conn: Connection, program_id: int, account_id: int) -> Row[Any]:
+def lock_account(conn: Connection, program_id: int, account_id: int) -> AnyRow:
     """Lock a member account row for the rest of the transaction and return its counters."""
     row = conn.execute(
         select(*_COUNTERS)
@@ -348,8 +358,13 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
         raise InvariantBroken("an earn credit cannot be negative")
     issuance = system_account(conn, ctx.program_id, "issuance")
     txn = _header(
-        conn, ctx, "earn", op.idempotency_key, member_id=op.member_id,
-        activity_id=op.activity_id, rule=",".join(c.rule for c in credits) or None,
+        conn,
+        ctx,
+        "earn",
+        op.idempotency_key,
+        member_id=op.member_id,
+        activity_id=op.activity_id,
+        rule=",".join(c.rule for c in credits) or None,
         effective_at=op.effective_at,
     )
     posted = pending = 0
@@ -360,8 +375,17 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
             conn, ctx, op.member_id, op.account_id, txn, op.activity_id, credit
         )
         new_lots.append((lot_id, credit.points, is_pending))
-        legs.append(_leg(ctx, txn, issuance, op.account_id, credit.points,
-                         "pending" if is_pending else "single", lot_id))
+        legs.append(
+            _leg(
+                ctx,
+                txn,
+                issuance,
+                op.account_id,
+                credit.points,
+                "pending" if is_pending else "single",
+                lot_id,
+            )
+        )
         if is_pending:
             pending += credit.points
         else:
@@ -393,15 +417,17 @@ def _collect_debt(
     account_id: int,
     lot_id: int,
     lot_points: int,
-    counters: Row[Any],
-) -> Row[Any]:
+    counters: AnyRow,
+) -> AnyRow:
     """Pay an outstanding debt (negative balance) from a lot that just became available."""
     amount = min(int(counters.debt), lot_points)
     if amount <= 0:
         return counters
     issuance = system_account(conn, ctx.program_id, "issuance")
     _take_from_lots(conn, [(lot_id, amount)], "reversed")
-    conn.execute(transfers.insert(), [_leg(ctx, txn, account_id, issuance, amount, "single", lot_id)])
+    conn.execute(
+        transfers.insert(), [_leg(ctx, txn, account_id, issuance, amount, "single", lot_id)]
+    )
     return conn.execute(
         update(accounts)
         .where(accounts.c.id == account_id, accounts.c.debt >= amount)
@@ -488,7 +514,8 @@ def _debit_lots(
     available = Balance.of(counters).available
     if available < points:
         raise Problem(
-            422, "insufficient_points",
+            422,
+            "insufficient_points",
             f"The member has {available} points available, {points} asked.",
             available=available,
         )
@@ -498,8 +525,14 @@ def _debit_lots(
     try:
         with conn.begin_nested():
             txn = _header(
-                conn, ctx, kind, idempotency_key, member_id=member_id,
-                request_hash=request_hash, reference=reference, reason=reason,
+                conn,
+                ctx,
+                kind,
+                idempotency_key,
+                member_id=member_id,
+                request_hash=request_hash,
+                reference=reference,
+                reason=reason,
             )
     except IntegrityError:
         raise conflict("reference_in_flight", f"{idempotency_key!r} is being posted.") from None
@@ -513,7 +546,7 @@ def _debit_lots(
     return Posted(txn, -points, Balance.of(after))
 
 
-def _add_debits(conn: Connection, account_id: int, points: int) -> Row[Any]:
+def _add_debits(conn: Connection, account_id: int, points: int) -> AnyRow:
     row = conn.execute(
         update(accounts)
         .where(
@@ -534,8 +567,13 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         raise InvariantBroken("a take-back must be positive")
     lock_account(conn, ctx.program_id, op.account_id)
     txn = _header(
-        conn, ctx, "return", op.idempotency_key, member_id=op.member_id,
-        activity_id=op.activity_id, reverses_id=op.reverses_id,
+        conn,
+        ctx,
+        "return",
+        op.idempotency_key,
+        member_id=op.member_id,
+        activity_id=op.activity_id,
+        reverses_id=op.reverses_id,
     )
     issuance = system_account(conn, ctx.program_id, "issuance")
     left = op.points
@@ -552,19 +590,40 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         if take == 0:
             break
         hold = _open_pending_transfer(conn, int(lot.id))
-        legs.append(_leg(ctx, txn, issuance, op.account_id, int(hold.amount), "void",
-                         int(lot.id), pending_id=int(hold.id)))
+        legs.append(
+            _leg(
+                ctx,
+                txn,
+                issuance,
+                op.account_id,
+                int(hold.amount),
+                "void",
+                int(lot.id),
+                pending_id=int(hold.id),
+            )
+        )
         if int(lot.remaining) > take:
-            legs.append(_leg(ctx, txn, issuance, op.account_id, int(lot.remaining) - take,
-                             "pending", int(lot.id)))
+            legs.append(
+                _leg(
+                    ctx,
+                    txn,
+                    issuance,
+                    op.account_id,
+                    int(lot.remaining) - take,
+                    "pending",
+                    int(lot.id),
+                )
+            )
         _take_from_lots(conn, [(int(lot.id), take)], "reversed")
         pending_taken += take
         left -= take
     # 2. Vested points: the purchase's own lots first, then soonest-expiring.
     taken = allocate(_spendable_lots(conn, op.account_id, first=op.own_lot_ids), left)
     _take_from_lots(conn, taken, "reversed")
-    legs += [_leg(ctx, txn, op.account_id, issuance, amount, "single", lot_id)
-             for lot_id, amount in taken]
+    legs += [
+        _leg(ctx, txn, op.account_id, issuance, amount, "single", lot_id)
+        for lot_id, amount in taken
+    ]
     posted_taken = sum(amount for _, amount in taken)
     left -= posted_taken
     # 3. Whatever was already spent: a debt, or uncollected, per program policy.
@@ -581,17 +640,18 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         )
         .returning(*_COUNTERS)
     ).one()
-    return Posted(txn, -(pending_taken + posted_taken), Balance.of(after),
-                  uncollected=left - debt)
+    return Posted(txn, -(pending_taken + posted_taken), Balance.of(after), uncollected=left - debt)
 
 
-def _open_pending_transfer(conn: Connection, lot_id: int) -> Row[Any]:
+def _open_pending_transfer(conn: Connection, lot_id: int) -> AnyRow:
     """The lot's pending transfer that is not yet posted or voided."""
     resolved = transfers.alias("resolved")
     row = conn.execute(
         select(transfers.c.id, transfers.c.amount)
         .outerjoin(resolved, resolved.c.pending_id == transfers.c.id)
-        .where(transfers.c.lot_id == lot_id, transfers.c.phase == "pending", resolved.c.id.is_(None))
+        .where(
+            transfers.c.lot_id == lot_id, transfers.c.phase == "pending", resolved.c.id.is_(None)
+        )
     ).first()
     if row is None:
         raise InvariantBroken(f"pending lot {lot_id} has no open pending transfer")
@@ -603,22 +663,36 @@ def _adjust(conn: Connection, ctx: Context, op: Adjust) -> Posted:
         raise InvariantBroken("an adjustment cannot be zero")
     if op.points < 0:
         return _debit_lots(
-            conn, ctx, op.member_id, op.account_id, -op.points, "adjust", "adjustment",
-            idempotency_key=op.idempotency_key, request_hash=op.request_hash, reason=op.reason,
+            conn,
+            ctx,
+            op.member_id,
+            op.account_id,
+            -op.points,
+            "adjust",
+            "adjustment",
+            idempotency_key=op.idempotency_key,
+            request_hash=op.request_hash,
+            reason=op.reason,
         )
     replayed = _replay(conn, ctx, op.idempotency_key, op.request_hash, op.account_id)
     if replayed is not None:
         return replayed
     lock_account(conn, ctx.program_id, op.account_id)
     txn = _header(
-        conn, ctx, "adjust", op.idempotency_key, member_id=op.member_id,
-        request_hash=op.request_hash, reason=op.reason,
+        conn,
+        ctx,
+        "adjust",
+        op.idempotency_key,
+        member_id=op.member_id,
+        request_hash=op.request_hash,
+        reason=op.reason,
     )
     credit = Credit(op.points, "adjustment", None, op.expires_at)
     lot_id, _ = _add_lot(conn, ctx, op.member_id, op.account_id, txn, None, credit)
     adjustment = system_account(conn, ctx.program_id, "adjustment")
-    conn.execute(transfers.insert(), [_leg(ctx, txn, adjustment, op.account_id, op.points,
-                                           "single", lot_id)])
+    conn.execute(
+        transfers.insert(), [_leg(ctx, txn, adjustment, op.account_id, op.points, "single", lot_id)]
+    )
     after = conn.execute(
         update(accounts)
         .where(accounts.c.id == op.account_id)
@@ -629,7 +703,7 @@ def _adjust(conn: Connection, ctx: Context, op: Adjust) -> Posted:
     return Posted(txn, op.points, Balance.of(after), lot_ids=[lot_id])
 
 
-def _lot_for_job(conn: Connection, ctx: Context, lot_id: int, condition: Any) -> Row[Any] | None:
+def _lot_for_job(conn: Connection, ctx: Context, lot_id: int, condition: Any) -> AnyRow | None:
     return conn.execute(
         select(lots.c.id, lots.c.member_id, lots.c.account_id, lots.c.remaining)
         .where(lots.c.id == lot_id, lots.c.program_id == ctx.program_id, condition)
@@ -638,7 +712,9 @@ def _lot_for_job(conn: Connection, ctx: Context, lot_id: int, condition: Any) ->
 
 
 def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
-    lot = _lot_for_job(conn, ctx, lot_id, and_(lots.c.pending.is_(True), lots.c.vests_at <= ctx.now))
+    lot = _lot_for_job(
+        conn, ctx, lot_id, and_(lots.c.pending.is_(True), lots.c.vests_at <= ctx.now)
+    )
     if lot is None:
         return None
     account_id, amount = int(lot.account_id), int(lot.remaining)
@@ -652,8 +728,10 @@ def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     if int(hold.amount) != amount:
         raise InvariantBroken(f"lot {lot_id}: pending transfer {hold.amount} != remaining {amount}")
     issuance = system_account(conn, ctx.program_id, "issuance")
-    conn.execute(transfers.insert(), [_leg(ctx, txn, issuance, account_id, amount, "post", lot_id,
-                                           pending_id=int(hold.id))])
+    conn.execute(
+        transfers.insert(),
+        [_leg(ctx, txn, issuance, account_id, amount, "post", lot_id, pending_id=int(hold.id))],
+    )
     after = conn.execute(
         update(accounts)
         .where(accounts.c.id == account_id)
@@ -669,7 +747,9 @@ def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
 
 def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     lot = _lot_for_job(
-        conn, ctx, lot_id,
+        conn,
+        ctx,
+        lot_id,
         and_(lots.c.pending.is_(False), lots.c.remaining > 0, lots.c.expires_at <= ctx.now),
     )
     if lot is None:
@@ -679,8 +759,9 @@ def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     txn = _header(conn, ctx, "expire", f"expire:{lot_id}", member_id=int(lot.member_id))
     _take_from_lots(conn, [(lot_id, amount)], "expired")
     breakage = system_account(conn, ctx.program_id, "breakage")
-    conn.execute(transfers.insert(), [_leg(ctx, txn, account_id, breakage, amount, "single",
-                                           lot_id)])
+    conn.execute(
+        transfers.insert(), [_leg(ctx, txn, account_id, breakage, amount, "single", lot_id)]
+    )
     after = _add_debits(conn, account_id, amount)
     return Posted(txn, -amount, Balance.of(after))
 

@@ -26,8 +26,13 @@ def enrol(
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
         return idempotent(
-            conn, principal, idempotency_key, ("enrol", data.model_dump(mode="json")), 201,
-            lambda: service.enrol(conn, program, data, now), now,
+            conn,
+            principal,
+            idempotency_key,
+            ("enrol", data.model_dump(mode="json")),
+            201,
+            lambda: service.enrol(conn, program, data, now),
+            now,
         )
 
 
@@ -46,8 +51,11 @@ def list_members(
     filters = {
         k: v
         for k, v in {
-            "q": q, "email": email.lower() if email else None, "phone": phone,
-            "loyalty_number": loyalty_number, "status": status,
+            "q": q,
+            "email": email.lower() if email else None,
+            "phone": phone,
+            "loyalty_number": loyalty_number,
+            "status": status,
         }.items()
         if v
     }

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 
+from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts
 from trofast.members.models import members
 
 
-def get(conn: Connection, program_id: int, member_id: int) -> Row[Any] | None:
+def get(conn: Connection, program_id: int, member_id: int) -> AnyRow | None:
     return conn.execute(
         select(members).where(members.c.program_id == program_id, members.c.id == member_id)
     ).first()
 
 
-def get_by_number(conn: Connection, program_id: int, number: str) -> Row[Any] | None:
+def get_by_number(conn: Connection, program_id: int, number: str) -> AnyRow | None:
     return conn.execute(
         select(members).where(
             members.c.program_id == program_id, members.c.loyalty_number == number
@@ -26,10 +27,12 @@ def get_by_number(conn: Connection, program_id: int, number: str) -> Row[Any] | 
 
 def get_with_account(
     conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
-) -> Row[Any] | None:
+) -> AnyRow | None:
     """A member's id, status, birth date and points account id in one round trip."""
     stmt = (
-        select(members.c.id, members.c.status, members.c.birth_date, accounts.c.id.label("account_id"))
+        select(
+            members.c.id, members.c.status, members.c.birth_date, accounts.c.id.label("account_id")
+        )
         .join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
         .where(members.c.program_id == program_id)
     )
@@ -62,7 +65,9 @@ def insert(conn: Connection, values: dict[str, Any]) -> int:
     return int(conn.execute(members.insert().values(**values).returning(members.c.id)).scalar_one())
 
 
-def update_fields(conn: Connection, program_id: int, member_id: int, values: dict[str, Any]) -> None:
+def update_fields(
+    conn: Connection, program_id: int, member_id: int, values: dict[str, Any]
+) -> None:
     conn.execute(
         update(members)
         .where(members.c.program_id == program_id, members.c.id == member_id)
@@ -72,7 +77,7 @@ def update_fields(conn: Connection, program_id: int, member_id: int, values: dic
 
 def page(
     conn: Connection, program_id: int, after_id: int, limit: int, filters: dict[str, str]
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     stmt = select(members).where(members.c.program_id == program_id, members.c.id > after_id)
     if "q" in filters:
         q = filters["q"]

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit import pagination
 from trofast.kit.errors import Problem, conflict, invalid, not_found
+from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import loyalty_number, repository
 from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch, Status
@@ -67,7 +68,7 @@ def enrol(
     return _out(repository.get(conn, program.program_id, member_id))
 
 
-def resolve(conn: Connection, program_id: int, ref: str) -> Row[Any]:
+def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
     """A member row by id or 12-digit loyalty number, or 404."""
     if loyalty_number.looks_like_number(ref):
         row = repository.get_by_number(conn, program_id, ref)
@@ -82,7 +83,7 @@ def resolve(conn: Connection, program_id: int, ref: str) -> Row[Any]:
 
 def resolve_with_account(
     conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
-) -> Row[Any]:
+) -> AnyRow:
     """(id, status, birth_date, account_id) of a member, or 404."""
     row = repository.get_with_account(conn, program_id, member_id=member_id, number=number)
     if row is None:
@@ -146,10 +147,12 @@ def _refuse_taken(
     wanted = {k: values.get(k) for k in _UNIQUE_FIELDS if values.get(k) is not None}
     taken = repository.find_taken(conn, program_id, wanted, exclude_id)
     if taken is not None:
-        raise conflict(f"{taken}_taken", f"Another member already has this {taken.replace('_', ' ')}.")
+        raise conflict(
+            f"{taken}_taken", f"Another member already has this {taken.replace('_', ' ')}."
+        )
 
 
-def _out(row: Row[Any] | None) -> MemberOut:
+def _out(row: AnyRow | None) -> MemberOut:
     if row is None:
         raise not_found("member", "?")
     return MemberOut.model_validate(row._mapping, from_attributes=False)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select, update
 
+from trofast.kit.orm import AnyRow
 from trofast.programs.models import program_versions, programs
 
 
-def find_by_key(conn: Connection, key: str) -> Row[Any] | None:
+def find_by_key(conn: Connection, key: str) -> AnyRow | None:
     return conn.execute(select(programs).where(programs.c.key == key)).first()
 
 
-def get(conn: Connection, program_id: int) -> Row[Any] | None:
+def get(conn: Connection, program_id: int) -> AnyRow | None:
     return conn.execute(select(programs).where(programs.c.id == program_id)).first()
 
 
@@ -32,9 +33,7 @@ def lock_program(conn: Connection, program_id: int) -> int:
     """Lock the program row (serialises version numbering); returns the current version."""
     return int(
         conn.execute(
-            select(programs.c.current_version)
-            .where(programs.c.id == program_id)
-            .with_for_update()
+            select(programs.c.current_version).where(programs.c.id == program_id).with_for_update()
         ).scalar_one()
     )
 
@@ -47,7 +46,9 @@ def insert_version(
             program_id=program_id, version=version, document=document, created_at=now
         )
     )
-    conn.execute(update(programs).where(programs.c.id == program_id).values(current_version=version))
+    conn.execute(
+        update(programs).where(programs.c.id == program_id).values(current_version=version)
+    )
 
 
 def version_document(conn: Connection, program_id: int, version: int) -> dict[str, Any] | None:
@@ -59,5 +60,5 @@ def version_document(conn: Connection, program_id: int, version: int) -> dict[st
     return None if row is None else dict(row.document)
 
 
-def list_programs(conn: Connection) -> list[Row[Any]]:
+def list_programs(conn: Connection) -> list[AnyRow]:
     return list(conn.execute(select(programs).order_by(programs.c.key)).all())

@@ -129,5 +129,8 @@ def validate_data(data: Any) -> ProgramSpec:
         return ProgramSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(
-            [(".".join(str(p) for p in err["loc"]) or "(document)", err["msg"]) for err in exc.errors()]
+            [
+                (".".join(str(p) for p in err["loc"]) or "(document)", err["msg"])
+                for err in exc.errors()
+            ]
         ) from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
 
 from trofast.kit.clock import Clock
 from trofast.kit.db import Database
@@ -32,7 +36,12 @@ def run_due(db: Database, clock: Clock) -> JobReport:
     return report
 
 
-def _drain(db: Database, ctx: ledger.Context, due, make) -> int:  # type: ignore[no-untyped-def]
+def _drain(
+    db: Database,
+    ctx: ledger.Context,
+    due: Callable[[Connection, int, datetime, int], list[int]],
+    make: Callable[[int], ledger.Vest | ledger.Expire],
+) -> int:
     done = 0
     while True:
         with db.write() as conn:
