@@ -51,8 +51,11 @@ def require(scope: Scope) -> Callable[..., Principal]:
     ) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Problem(401, "unauthorized", "Send an API key: Authorization: Bearer tf_...")
-        with svc.db.read() as conn:
-            principal = access.authenticate(conn, authorization[7:].strip())
+        token = authorization[7:].strip()
+        principal = access.cached_principal(str(svc.db.reader.url), token)
+        if principal is None:
+            with svc.db.read() as conn:
+                principal = access.authenticate(conn, token)
         if not principal.may(scope):
             raise Problem(
                 403, "forbidden", f"This key has the {principal.scope} scope; {scope} is needed."
