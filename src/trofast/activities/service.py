@@ -2,12 +2,16 @@
 
 An activity is accepted at most once per program: its `external_id` is unique, the same
 body sent again replays the first answer, a different body is a 409.
+
+The purchase path is kept to a few statements: one query finds the member and locks their
+account, the rules run in memory, the activity row is written with its final answer, then
+the ledger posts the points (and must agree with the answer predicted from the counters).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,6 +34,9 @@ from trofast.members import service as members
 from trofast.programs.service import ProgramVersion
 from trofast.rules import engine
 
+#: How far a till's clock may run ahead of ours.
+CLOCK_SKEW = timedelta(minutes=5)
+
 
 def ingest(
     conn: Connection, program: ProgramVersion, data: ActivityIn, now: datetime, actor: str
@@ -37,21 +44,25 @@ def ingest(
     """Record one activity and what it earns, in the caller's transaction."""
     body = data.model_dump(mode="json", exclude_none=True)
     digest = request_hash(body)
-    existing = repository.find(conn, program.program_id, data.external_id)
-    if existing is not None:
-        return _replay(existing, digest)
-    ctx = ledger.Context(program.program_id, now, actor, program.version)
     occurred_at = data.occurred_at or now
-    if occurred_at > now:
-        raise invalid("occurred_in_future", "occurred_at lies in the future.")
+    ctx = ledger.Context(program.program_id, now, actor, program.version)
     match data:
-        case PurchaseIn():
-            return _purchase(conn, program, ctx, data, body, digest, occurred_at)
+        case PurchaseIn() | EventIn():
+            # New activities are the common case: try the insert, replay on conflict.
+            return _earning(conn, program, ctx, data, body, digest, occurred_at)
         case ReturnIn():
+            # A retried return must replay even once the purchase is fully returned.
+            existing = repository.find(conn, program.program_id, data.external_id)
+            if existing is not None:
+                return _replay(existing, digest)
+            _check_time(occurred_at, now)
             return _return(conn, program, ctx, data, body, digest, occurred_at)
-        case EventIn():
-            return _event(conn, program, ctx, data, body, digest, occurred_at)
     raise InvariantBroken(f"unknown activity {data!r}")
+
+
+def _check_time(occurred_at: datetime, now: datetime) -> None:
+    if occurred_at > now + CLOCK_SKEW:
+        raise invalid("occurred_in_future", "occurred_at lies in the future.")
 
 
 def _replay(row: AnyRow, digest: str) -> ActivityResult:
@@ -60,19 +71,10 @@ def _replay(row: AnyRow, digest: str) -> ActivityResult:
             "external_id_reused",
             f"Activity {row.external_id!r} was already received with a different body.",
         )
-    return ActivityResult.model_validate({**row.result, "replayed": True})
+    return ActivityResult.model_validate({**row.result, "id": row.id, "replayed": True})
 
 
-def _member(conn: Connection, program_id: int, data: PurchaseIn | EventIn) -> AnyRow | None:
-    if data.member_id is not None:
-        return members.resolve_with_account(conn, program_id, member_id=data.member_id)
-    if data.loyalty_number is not None:
-        return members.resolve_with_account(conn, program_id, number=data.loyalty_number)
-    return None
-
-
-def _insert(
-    conn: Connection,
+def _activity_row(
     program: ProgramVersion,
     data: ActivityIn,
     body: dict[str, Any],
@@ -80,162 +82,136 @@ def _insert(
     occurred_at: datetime,
     now: datetime,
     **values: Any,
-) -> int:
-    activity_id = repository.insert_new(
-        conn,
-        {
-            "program_id": program.program_id,
-            "external_id": data.external_id,
-            "type": data.type,
-            "occurred_at": occurred_at,
-            "body": body,
-            "request_hash": digest,
-            "program_version": program.version,
-            "points": 0,
-            "result": {},
-            "received_at": now,
-            **values,
-        },
-    )
-    if activity_id is None:
-        raise conflict("external_id_in_flight", f"Activity {data.external_id!r} is being received.")
-    return activity_id
+) -> dict[str, Any]:
+    return {
+        "program_id": program.program_id,
+        "external_id": data.external_id,
+        "type": data.type,
+        "occurred_at": occurred_at,
+        "body": body,
+        "request_hash": digest,
+        "program_version": program.version,
+        "points": 0,
+        "result": {},
+        "received_at": now,
+        **values,
+    }
 
 
-def _finish(
-    conn: Connection,
-    program: ProgramVersion,
-    activity_id: int,
-    data: ActivityIn,
-    member_id: int | None,
-    points: int,
-    balance: ledger.Balance | None,
-    effects: list[EffectOut],
-    uncollected: int = 0,
-) -> ActivityResult:
-    result = ActivityResult(
-        id=activity_id,
-        external_id=data.external_id,
-        type=data.type,
-        member_id=member_id,
-        points=points,
-        uncollected=uncollected,
-        effects=effects,
-        balance=BalanceOut.of(balance) if balance is not None else None,
-        program_version=program.version,
-    )
-    repository.set_outcome(conn, activity_id, points, result.model_dump(mode="json"))
-    return result
+def _stored(result: ActivityResult) -> dict[str, Any]:
+    """The answer as stored with the activity (its id lives in the row itself)."""
+    return result.model_dump(mode="json", exclude={"id", "replayed"})
 
 
-def _purchase(
+def _earning(
     conn: Connection,
     program: ProgramVersion,
     ctx: ledger.Context,
-    data: PurchaseIn,
+    data: PurchaseIn | EventIn,
     body: dict[str, Any],
     digest: str,
     occurred_at: datetime,
 ) -> ActivityResult:
+    """A purchase or an event: evaluate the rules, store the activity, post what it earns."""
     spec = program.spec
-    if data.currency != spec.currency:
+    if isinstance(data, PurchaseIn) and data.currency != spec.currency:
         raise invalid(
             "currency_mismatch", f"This program counts in {spec.currency}, not {data.currency}."
         )
-    member = _member(conn, program.program_id, data)
-    activity_id = _insert(
-        conn,
-        program,
-        data,
-        body,
-        digest,
-        occurred_at,
-        ctx.now,
+    _check_time(occurred_at, ctx.now)
+    member = None
+    if data.member_id is not None or data.loyalty_number is not None:
+        member = members.resolve_with_account(
+            conn,
+            program.program_id,
+            member_id=data.member_id,
+            number=data.loyalty_number,
+            lock=True,
+        )
+    effects: list[engine.PointsEffect] = []
+    if member is not None:
+        snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
+        effects = engine.evaluate(spec, _facts(data, occurred_at), snapshot)
+    credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in effects]
+    before = ledger.Balance.of(member) if member is not None else None
+    expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
+    result = ActivityResult(
+        id=0,
+        external_id=data.external_id,
+        type=data.type,
         member_id=None if member is None else int(member.id),
-        amount=data.amount,
-        currency=data.currency,
-        store=data.store,
-        channel=data.channel.value,
+        points=sum(c.points for c in credits),
+        effects=[
+            EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
+            for e in effects
+        ],
+        balance=None if expected is None else BalanceOut.of(expected),
+        program_version=program.version,
     )
-    if member is None:
-        return _finish(conn, program, activity_id, data, None, 0, None, [])
-    facts = engine.ActivityFacts(
-        type="purchase",
-        occurred_at=occurred_at,
-        amount=data.amount,
-        currency=data.currency,
-        store=data.store,
-        channel=data.channel.value,
-        lines=tuple(engine.Line(ln.sku, ln.quantity, ln.amount, ln.category) for ln in data.lines),
-    )
-    snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
-    effects = engine.evaluate(spec, facts, snapshot)
-    return _post_effects(conn, program, ctx, activity_id, data, member, effects, occurred_at)
-
-
-def _post_effects(
-    conn: Connection,
-    program: ProgramVersion,
-    ctx: ledger.Context,
-    activity_id: int,
-    data: ActivityIn,
-    member: AnyRow,
-    effects: list[engine.PointsEffect],
-    occurred_at: datetime,
-) -> ActivityResult:
-    posted = ledger.post(
-        conn,
-        ctx,
-        ledger.Earn(
-            member_id=int(member.id),
-            account_id=int(member.account_id),
-            credits=[ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in effects],
-            idempotency_key=f"activity:{activity_id}",
-            effective_at=occurred_at,
-            activity_id=activity_id,
-        ),
-    )
-    assert posted is not None
-    out = [
-        EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
-        for e in effects
-    ]
-    return _finish(
-        conn, program, activity_id, data, int(member.id), posted.points, posted.balance, out
-    )
-
-
-def _event(
-    conn: Connection,
-    program: ProgramVersion,
-    ctx: ledger.Context,
-    data: EventIn,
-    body: dict[str, Any],
-    digest: str,
-    occurred_at: datetime,
-) -> ActivityResult:
-    member = _member(conn, program.program_id, data)
-    assert member is not None
-    activity_id = _insert(
-        conn,
+    if isinstance(data, PurchaseIn):
+        columns = {
+            "amount": data.amount,
+            "currency": data.currency,
+            "store": data.store,
+            "channel": data.channel.value,
+        }
+    else:
+        columns = {"event_type": data.event_type}
+    row = _activity_row(
         program,
         data,
         body,
         digest,
         occurred_at,
         ctx.now,
-        member_id=int(member.id),
-        event_type=data.event_type,
+        member_id=result.member_id,
+        points=result.points,
+        result=_stored(result),
+        **columns,
     )
-    facts = engine.ActivityFacts(
+    activity_id = repository.insert_new(conn, row)
+    if activity_id is None:
+        existing = repository.find(conn, program.program_id, data.external_id)
+        if existing is None:
+            raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
+        return _replay(existing, digest)
+    if member is not None and credits:
+        posted = ledger.post(
+            conn,
+            ctx,
+            ledger.Earn(
+                member_id=int(member.id),
+                account_id=int(member.account_id),
+                credits=credits,
+                idempotency_key=f"activity:{activity_id}",
+                effective_at=occurred_at,
+                activity_id=activity_id,
+            ),
+        )
+        if posted is None or posted.balance != expected:
+            raise InvariantBroken(f"earn for activity {activity_id}: {posted} != {expected}")
+    return result.model_copy(update={"id": activity_id})
+
+
+def _facts(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.ActivityFacts:
+    if isinstance(data, PurchaseIn):
+        return engine.ActivityFacts(
+            type="purchase",
+            occurred_at=occurred_at,
+            amount=data.amount,
+            currency=data.currency,
+            store=data.store,
+            channel=data.channel.value,
+            lines=tuple(
+                engine.Line(ln.sku, ln.quantity, ln.amount, ln.category) for ln in data.lines
+            ),
+        )
+    return engine.ActivityFacts(
         type="event",
         occurred_at=occurred_at,
         event_type=data.event_type,
         attributes=data.attributes,
     )
-    snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
-    effects = engine.evaluate(program.spec, facts, snapshot)
-    return _post_effects(conn, program, ctx, activity_id, data, member, effects, occurred_at)
 
 
 def _return(
@@ -247,16 +223,21 @@ def _return(
     digest: str,
     occurred_at: datetime,
 ) -> ActivityResult:
+    """Keep exactly what the rest of the purchase would have earned; take back the rest."""
     original = repository.find(conn, program.program_id, data.original_external_id)
     if original is None or original.type != "purchase":
         raise not_found("purchase", data.original_external_id)
     if data.currency is not None and data.currency != original.currency:
         raise invalid("currency_mismatch", f"The purchase was in {original.currency}.")
+    member = None
+    if original.member_id is not None:
+        member = members.resolve_with_account(
+            conn, program.program_id, member_id=int(original.member_id), lock=True
+        )
     earlier = repository.returns_of(conn, int(original.id))
     returned_before = sum(int(r.amount) for r in earlier)
     amount = _return_amount(data, original, earlier, returned_before)
-    activity_id = _insert(
-        conn,
+    row = _activity_row(
         program,
         data,
         body,
@@ -270,44 +251,47 @@ def _return(
         channel=original.channel,
         original_id=int(original.id),
     )
-    if original.member_id is None:
-        return _finish(conn, program, activity_id, data, None, 0, None, [])
-    # Keep exactly what the rest of the purchase would have earned; take back the difference.
+    activity_id = repository.insert_new(conn, row)
+    if activity_id is None:
+        raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
+    result = ActivityResult(
+        id=activity_id,
+        external_id=data.external_id,
+        type=data.type,
+        member_id=original.member_id,
+        points=0,
+        balance=None if member is None else BalanceOut.of(ledger.Balance.of(member)),
+        program_version=program.version,
+    )
     claimed_before = -sum(int(r.points) for r in earlier)
     keep = engine.purchase_points(program.spec, int(original.amount) - returned_before - amount)
     claim = max(0, int(original.points) - claimed_before - keep)
-    member = members.resolve_with_account(conn, program.program_id, member_id=original.member_id)
-    if claim == 0:
-        balance = ledger.Balance.of(
-            ledger.lock_account(conn, program.program_id, member.account_id)
+    if member is not None and claim > 0:
+        posted = ledger.post(
+            conn,
+            ctx,
+            ledger.TakeBack(
+                member_id=int(member.id),
+                account_id=int(member.account_id),
+                points=claim,
+                own_lot_ids=repository.lot_ids_of(conn, int(original.id)),
+                idempotency_key=f"activity:{activity_id}",
+                allow_negative=program.spec.negative_balance == "allow",
+                activity_id=activity_id,
+            ),
         )
-        return _finish(conn, program, activity_id, data, int(member.id), 0, balance, [])
-    posted = ledger.post(
-        conn,
-        ctx,
-        ledger.TakeBack(
-            member_id=int(member.id),
-            account_id=int(member.account_id),
-            points=claim,
-            own_lot_ids=repository.lot_ids_of(conn, int(original.id)),
-            idempotency_key=f"activity:{activity_id}",
-            allow_negative=program.spec.negative_balance == "allow",
-            activity_id=activity_id,
-        ),
-    )
-    assert posted is not None
-    effects = [EffectOut(rule="return", points=posted.points, vests_at=None, expires_at=None)]
-    result = _finish(
-        conn,
-        program,
-        activity_id,
-        data,
-        int(member.id),
-        -claim,
-        posted.balance,
-        effects,
-        uncollected=posted.uncollected,
-    )
+        assert posted is not None
+        result = result.model_copy(
+            update={
+                "points": -claim,
+                "uncollected": posted.uncollected,
+                "effects": [
+                    EffectOut(rule="return", points=posted.points, vests_at=None, expires_at=None)
+                ],
+                "balance": BalanceOut.of(posted.balance),
+            }
+        )
+    repository.set_outcome(conn, activity_id, result.points, _stored(result))
     return result
 
 

@@ -147,6 +147,15 @@ _COUNTERS = (
 _system_cache: dict[tuple[str, int], dict[str, int]] = {}
 
 
+def predict_earn(before: Balance, credits: Sequence[Credit], now: datetime) -> Balance:
+    """The balance an Earn of `credits` will leave (a debt is paid from posted points, which
+    leaves `available` as if there were none)."""
+    pending = sum(c.points for c in credits if c.vests_at is not None and c.vests_at > now)
+    posted = sum(c.points for c in credits) - pending
+    collected = min(before.debt, posted)
+    return Balance(before.available + posted, before.pending + pending, before.debt - collected)
+
+
 def open_program_accounts(conn: Connection, program_id: int) -> None:
     """Create the program's system accounts (once, when the program is created)."""
     conn.execute(

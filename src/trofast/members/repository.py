@@ -26,12 +26,26 @@ def get_by_number(conn: Connection, program_id: int, number: str) -> AnyRow | No
 
 
 def get_with_account(
-    conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
+    conn: Connection,
+    program_id: int,
+    *,
+    member_id: int | None = None,
+    number: str | None = None,
+    lock: bool = False,
 ) -> AnyRow | None:
-    """A member's id, status, birth date and points account id in one round trip."""
+    """A member's id, status, birth date, points account id and counters in one round trip;
+    with `lock`, the account row stays locked until the transaction ends."""
     stmt = (
         select(
-            members.c.id, members.c.status, members.c.birth_date, accounts.c.id.label("account_id")
+            members.c.id,
+            members.c.status,
+            members.c.birth_date,
+            accounts.c.id.label("account_id"),
+            accounts.c.credits_posted,
+            accounts.c.debits_posted,
+            accounts.c.credits_pending,
+            accounts.c.debits_pending,
+            accounts.c.debt,
         )
         .join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
         .where(members.c.program_id == program_id)
@@ -40,6 +54,8 @@ def get_with_account(
         stmt = stmt.where(members.c.id == member_id)
     else:
         stmt = stmt.where(members.c.loyalty_number == number)
+    if lock:
+        stmt = stmt.with_for_update(of=accounts)
     return conn.execute(stmt).first()
 
 
@@ -84,7 +100,7 @@ def page(
         stmt = stmt.where(
             or_(
                 members.c.email == q.lower(),
-                members.c.phone == q,
+                members.c.phone == filters.get("q_phone", q),
                 members.c.loyalty_number == q,
                 members.c.external_id == q,
             )

@@ -82,10 +82,18 @@ def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
 
 
 def resolve_with_account(
-    conn: Connection, program_id: int, *, member_id: int | None = None, number: str | None = None
+    conn: Connection,
+    program_id: int,
+    *,
+    member_id: int | None = None,
+    number: str | None = None,
+    lock: bool = False,
 ) -> AnyRow:
-    """(id, status, birth_date, account_id) of a member, or 404."""
-    row = repository.get_with_account(conn, program_id, member_id=member_id, number=number)
+    """A member's id, status, birth date, account id and counters, or 404; `lock` locks
+    the account row for the rest of the transaction."""
+    row = repository.get_with_account(
+        conn, program_id, member_id=member_id, number=number, lock=lock
+    )
     if row is None:
         raise not_found("member", member_id if member_id is not None else number)
     return row
