@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from trofast.ledger.endpoints import router as ledger_router
 from trofast.members.endpoints import router as members_router
 from trofast.programs.endpoints import router as programs_router
 from trofast.worker.runner import Worker
+
+log = logging.getLogger("trofast")
 
 DESCRIPTION = """Trofast loyalty API. Authenticate with `Authorization: Bearer <API key>`;
 the key selects the program. Amounts are integers in minor units; points are integers.
@@ -72,5 +75,12 @@ def create_app(
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem_response(Problem(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _crash(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            Problem(500, "internal_error", "Something went wrong on our side; nothing was saved.")
+        )
 
     return app
