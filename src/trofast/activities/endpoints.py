@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from trofast.activities import service
 from trofast.activities.schemas import ActivityIn, ActivityResult, BatchIn, BatchItem, BatchOut
@@ -51,33 +48,26 @@ def post_batch(
     """Up to 1,000 activities in one transaction; each item is answered on its own, and a
     rejected item changes nothing."""
     now = svc.clock.now()
-    items: list[BatchItem] = []
+    parsed: list[ActivityIn | Problem] = []
+    for raw in batch.activities:
+        try:
+            parsed.append(_activity.validate_python(raw))
+        except ValidationError as exc:
+            parsed.append(_validation(exc))
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
-        for index, raw in enumerate(batch.activities):
-            try:
-                data = _activity.validate_python(raw)
-            except ValidationError as exc:
-                items.append(BatchItem(index=index, status=422, problem=_validation(exc)))
-                continue
-            try:
-                with conn.begin_nested():
-                    result = service.ingest(conn, program, data, now, principal.actor)
-            except Problem as problem:
-                items.append(BatchItem(index=index, status=problem.status, problem=problem.body()))
-                continue
-            except IntegrityError:
-                clash = Problem(409, "conflict", "The item conflicts with one sent concurrently.")
-                items.append(BatchItem(index=index, status=409, problem=clash.body()))
-                continue
-            items.append(
-                BatchItem(index=index, status=200 if result.replayed else 201, result=result)
-            )
+        answers = service.ingest_many(conn, program, parsed, now, principal.actor)
+    items = [
+        BatchItem(index=i, status=answer.status, problem=answer.body())
+        if isinstance(answer, Problem)
+        else BatchItem(index=i, status=200 if answer.replayed else 201, result=answer)
+        for i, answer in enumerate(answers)
+    ]
     accepted = sum(1 for item in items if item.result is not None)
     return BatchOut(accepted=accepted, rejected=len(items) - accepted, items=items)
 
 
-def _validation(exc: ValidationError) -> dict[str, Any]:
+def _validation(exc: ValidationError) -> Problem:
     return Problem(
         422,
         "validation_error",
@@ -85,4 +75,4 @@ def _validation(exc: ValidationError) -> dict[str, Any]:
         errors=[
             {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ],
-    ).body()
+    )

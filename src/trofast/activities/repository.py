@@ -20,6 +20,27 @@ def find(conn: Connection, program_id: int, external_id: str) -> AnyRow | None:
     ).first()
 
 
+def find_many(conn: Connection, program_id: int, external_ids: set[str]) -> dict[str, AnyRow]:
+    if not external_ids:
+        return {}
+    rows = conn.execute(
+        select(activities).where(
+            activities.c.program_id == program_id, activities.c.external_id.in_(external_ids)
+        )
+    ).all()
+    return {str(r.external_id): r for r in rows}
+
+
+def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert several activities in one multi-row statement; their ids in order."""
+    if not rows:
+        return []
+    result = conn.execute(
+        activities.insert().returning(activities.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(v) for v in result.scalars()]
+
+
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert unless the external_id exists (then None): no failed statement, no savepoint."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from trofast.kit.orm import MAX_ID
 from trofast.ledger.service import Balance
 
 
@@ -30,7 +31,7 @@ class LineIn(BaseModel):
 class _MemberRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    member_id: int | None = Field(None, gt=0)
+    member_id: int | None = Field(None, gt=0, le=MAX_ID)
     loyalty_number: str | None = Field(None, min_length=1, max_length=20)
 
     @model_validator(mode="after")

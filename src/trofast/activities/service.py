@@ -11,10 +11,12 @@ the ledger posts the points (and must agree with the answer predicted from the c
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from trofast.activities import repository
 from trofast.activities.schemas import (
@@ -113,12 +115,7 @@ def _earning(
     occurred_at: datetime,
 ) -> ActivityResult:
     """A purchase or an event: evaluate the rules, store the activity, post what it earns."""
-    spec = program.spec
-    if isinstance(data, PurchaseIn) and data.currency != spec.currency:
-        raise invalid(
-            "currency_mismatch", f"This program counts in {spec.currency}, not {data.currency}."
-        )
-    _check_time(occurred_at, ctx.now)
+    _check_earning(program, data, occurred_at, ctx.now)
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
         member = members.resolve_with_account(
@@ -128,12 +125,73 @@ def _earning(
             number=data.loyalty_number,
             lock=True,
         )
+    before = None if member is None else ledger.Balance.of(member)
+    prepared = _prepare(program, ctx, data, member, before, body, digest, occurred_at)
+    activity_id = repository.insert_new(conn, prepared.row)
+    if activity_id is None:
+        existing = repository.find(conn, program.program_id, data.external_id)
+        if existing is None:
+            raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
+        return _replay(existing, digest)
+    earn = prepared.earn(activity_id)
+    if earn is not None:
+        posted = ledger.post(conn, ctx, earn)
+        if posted is None or posted.balance != prepared.expected:
+            raise InvariantBroken(f"activity {activity_id}: {posted} != {prepared.expected}")
+    return prepared.result.model_copy(update={"id": activity_id})
+
+
+def _check_earning(
+    program: ProgramVersion, data: PurchaseIn | EventIn, occurred_at: datetime, now: datetime
+) -> None:
+    currency = program.spec.currency
+    if isinstance(data, PurchaseIn) and data.currency != currency:
+        raise invalid(
+            "currency_mismatch", f"This program counts in {currency}, not {data.currency}."
+        )
+    _check_time(occurred_at, now)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An earning activity evaluated in memory: its row, its answer, what to post."""
+
+    row: dict[str, Any]
+    result: ActivityResult
+    member: AnyRow | None
+    credits: list[ledger.Credit]
+    expected: ledger.Balance | None
+    occurred_at: datetime
+
+    def earn(self, activity_id: int) -> ledger.Earn | None:
+        if self.member is None or not self.credits:
+            return None
+        return ledger.Earn(
+            member_id=int(self.member.id),
+            account_id=int(self.member.account_id),
+            credits=self.credits,
+            idempotency_key=f"activity:{activity_id}",
+            effective_at=self.occurred_at,
+            activity_id=activity_id,
+        )
+
+
+def _prepare(
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    data: PurchaseIn | EventIn,
+    member: AnyRow | None,
+    before: ledger.Balance | None,
+    body: dict[str, Any],
+    digest: str,
+    occurred_at: datetime,
+) -> _Prepared:
+    """Run the rules and predict the balance; pure apart from reading `member`."""
     effects: list[engine.PointsEffect] = []
     if member is not None:
         snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
-        effects = engine.evaluate(spec, _facts(data, occurred_at), snapshot)
+        effects = engine.evaluate(program.spec, _facts(data, occurred_at), snapshot)
     credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in effects]
-    before = ledger.Balance.of(member) if member is not None else None
     expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
     result = ActivityResult(
         id=0,
@@ -149,7 +207,7 @@ def _earning(
         program_version=program.version,
     )
     if isinstance(data, PurchaseIn):
-        columns = {
+        columns: dict[str, Any] = {
             "amount": data.amount,
             "currency": data.currency,
             "store": data.store,
@@ -169,28 +227,141 @@ def _earning(
         result=_stored(result),
         **columns,
     )
-    activity_id = repository.insert_new(conn, row)
-    if activity_id is None:
-        existing = repository.find(conn, program.program_id, data.external_id)
-        if existing is None:
-            raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
-        return _replay(existing, digest)
-    if member is not None and credits:
-        posted = ledger.post(
-            conn,
-            ctx,
-            ledger.Earn(
-                member_id=int(member.id),
-                account_id=int(member.account_id),
-                credits=credits,
-                idempotency_key=f"activity:{activity_id}",
-                effective_at=occurred_at,
-                activity_id=activity_id,
-            ),
-        )
-        if posted is None or posted.balance != expected:
-            raise InvariantBroken(f"earn for activity {activity_id}: {posted} != {expected}")
-    return result.model_copy(update={"id": activity_id})
+    return _Prepared(row, result, member, credits, expected, occurred_at)
+
+
+class _UseSinglePath(Exception):
+    """A batch run the bulk path does not handle (a member with debt)."""
+
+
+def ingest_many(
+    conn: Connection,
+    program: ProgramVersion,
+    items: list[ActivityIn | Problem],
+    now: datetime,
+    actor: str,
+) -> list[ActivityResult | Problem]:
+    """Ingest a batch in order; each item is accepted or rejected on its own, and a rejected
+    item writes nothing. Runs of purchases and events take a bulk path of a few multi-row
+    statements; returns (and anything unusual) go one by one in a savepoint each."""
+    ctx = ledger.Context(program.program_id, now, actor, program.version)
+    out: list[ActivityResult | Problem] = []
+    start = 0
+    while start < len(items):
+        end = start
+        while end < len(items) and isinstance(items[end], PurchaseIn | EventIn):
+            end += 1
+        if end == start:
+            out.append(_one(conn, program, items[start], now, actor))
+            start += 1
+            continue
+        run = [item for item in items[start:end] if isinstance(item, PurchaseIn | EventIn)]
+        try:
+            with conn.begin_nested():
+                out += _bulk_earning(conn, program, ctx, run)
+        except (IntegrityError, _UseSinglePath):
+            out += [_one(conn, program, item, now, actor) for item in run]
+        start = end
+    return out
+
+
+def _one(
+    conn: Connection, program: ProgramVersion, item: ActivityIn | Problem, now: datetime, actor: str
+) -> ActivityResult | Problem:
+    if isinstance(item, Problem):
+        return item
+    try:
+        with conn.begin_nested():
+            return ingest(conn, program, item, now, actor)
+    except Problem as problem:
+        return problem
+    except IntegrityError:
+        return Problem(409, "conflict", "The activity conflicts with one sent concurrently.")
+
+
+def _bulk_earning(
+    conn: Connection,
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    items: list[PurchaseIn | EventIn],
+) -> list[ActivityResult | Problem]:
+    """Purchases and events in bulk: one query finds duplicates, one finds and locks the
+    members, the rules run in memory, and each table gets one multi-row insert."""
+    out: list[ActivityResult | Problem | None] = [None] * len(items)
+    bodies = [item.model_dump(mode="json", exclude_none=True) for item in items]
+    digests = [request_hash(body) for body in bodies]
+    existing = repository.find_many(conn, program.program_id, {i.external_id for i in items})
+    rows = members.resolve_many(
+        conn,
+        program.program_id,
+        {i.member_id for i in items if i.member_id is not None},
+        {i.loyalty_number for i in items if i.loyalty_number is not None},
+    )
+    by_id = {int(r.id): r for r in rows}
+    by_number = {str(r.loyalty_number): r for r in rows}
+    running: dict[int, ledger.Balance] = {}
+    first_seen: dict[str, int] = {}
+    copies: list[tuple[int, int]] = []
+    prepared: list[tuple[int, _Prepared]] = []
+    for k, (item, body, digest) in enumerate(zip(items, bodies, digests, strict=True)):
+        try:
+            if item.external_id in existing:
+                out[k] = _replay(existing[item.external_id], digest)
+                continue
+            if item.external_id in first_seen:
+                first = first_seen[item.external_id]
+                if digests[first] != digest:
+                    raise conflict(
+                        "external_id_reused",
+                        f"Activity {item.external_id!r} appears twice with different bodies.",
+                    )
+                copies.append((k, first))
+                continue
+            occurred_at = item.occurred_at or ctx.now
+            _check_earning(program, item, occurred_at, ctx.now)
+            member = None
+            if item.member_id is not None:
+                member = by_id.get(item.member_id)
+            elif item.loyalty_number is not None:
+                member = by_number.get(item.loyalty_number)
+            if member is None and (item.member_id or item.loyalty_number):
+                raise not_found("member", item.member_id or item.loyalty_number)
+        except Problem as problem:
+            out[k] = problem
+            continue
+        before = None
+        if member is not None:
+            if int(member.debt) > 0:
+                raise _UseSinglePath()
+            before = running.get(int(member.id)) or ledger.Balance.of(member)
+        ready = _prepare(program, ctx, item, member, before, body, digest, occurred_at)
+        if member is not None and ready.expected is not None:
+            running[int(member.id)] = ready.expected
+        first_seen[item.external_id] = k
+        prepared.append((k, ready))
+    ids = repository.insert_many(conn, [ready.row for _, ready in prepared])
+    earns = [e for (_, ready), i in zip(prepared, ids, strict=True) if (e := ready.earn(i))]
+    ledger.post_earns(conn, ctx, earns)
+    accounts = {
+        int(ready.member.account_id): int(ready.member.id)
+        for _, ready in prepared
+        if ready.member is not None
+    }
+    for account_id, balance in ledger.balances(conn, list(accounts)).items():
+        if balance != running[accounts[account_id]]:
+            raise InvariantBroken(
+                f"account {account_id}: {balance} != {running[accounts[account_id]]}"
+            )
+    for (k, ready), activity_id in zip(prepared, ids, strict=True):
+        out[k] = ready.result.model_copy(update={"id": activity_id})
+    for k, first in copies:
+        original = out[first]
+        assert isinstance(original, ActivityResult)
+        out[k] = original.model_copy(update={"replayed": True})
+    done = [item for item in out if item is not None]
+    if len(done) != len(items):
+        raise InvariantBroken("a batch item was left unanswered")
+    return done
 
 
 def _facts(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.ActivityFacts:

@@ -29,6 +29,9 @@ metadata = MetaData(
 
 #: 64-bit ids on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+#: The largest id either database can store; a bigger reference cannot exist (and binding it
+#: fails in the driver), so input is checked against it.
+MAX_ID = 2**63 - 1
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -6,6 +6,7 @@ import base64
 import json
 
 from trofast.kit.errors import Problem
+from trofast.kit.orm import MAX_ID
 
 
 def encode(last_id: int) -> str:
@@ -21,6 +22,6 @@ def decode(cursor: str | None) -> int:
         after = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (ValueError, KeyError, TypeError):
         raise Problem(400, "invalid_cursor", "The cursor is not one this API returned.") from None
-    if not isinstance(after, int) or after < 0:
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_ID:
         raise Problem(400, "invalid_cursor", "The cursor is not one this API returned.")
     return after

@@ -105,8 +105,13 @@ def _lot_flow(
             flow["credited"] += amount
         elif t.phase == "pending":
             flow["pending"] += amount
+            flow["pended"] += amount
+            if "first_hold" not in flow or int(t.id) < flow["first_hold"]:
+                flow["first_hold"], flow["first_hold_amount"] = int(t.id), amount
         if t.phase in ("post", "void"):
             flow["pending"] -= amount
+        if t.phase == "void":
+            flow["voided"] += amount
     elif debit_kind == "member" and t.phase in POSTED:
         bucket = {
             "redemption": "consumed",
@@ -146,11 +151,15 @@ def _audit_lots(
                     f"lot {lot.id}: transfers leave {given - taken}, "
                     f"lot holds {int(lot.remaining) + int(lot.held)}"
                 )
+            # A return before vesting voids the hold and re-pends the rest: what the re-pends
+            # did not restore was reversed without a posted transfer.
+            repended = flow.get("pended", 0) - flow.get("first_hold_amount", 0)
+            said = {**flow, "reversed": flow.get("reversed", 0) + flow.get("voided", 0) - repended}
             for bucket in ("consumed", "expired", "reversed"):
-                if flow.get(bucket, 0) != int(lot._mapping[bucket]):
+                if said.get(bucket, 0) != int(lot._mapping[bucket]):
                     problems.append(
                         f"lot {lot.id}: {bucket} is {lot._mapping[bucket]}, "
-                        f"transfers say {flow.get(bucket, 0)}"
+                        f"transfers say {said.get(bucket, 0)}"
                     )
             backed[int(lot.account_id)]["posted"] += int(lot.remaining) + int(lot.held)
             backed[int(lot.account_id)]["held"] += int(lot.held)

@@ -54,7 +54,9 @@ class SpendIn(BaseModel):
 class AdjustIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: int = Field(description="Positive credits, negative debits; not zero")
+    points: int = Field(
+        ge=-(10**12), le=10**12, description="Positive credits, negative debits; not zero"
+    )
     reason: str = Field(min_length=3, max_length=500)
     reference: str = Field(min_length=1, max_length=150, description="Unique per adjustment")
 

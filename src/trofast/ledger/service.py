@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
@@ -270,27 +270,55 @@ def _header(
     reverses_id: int | None = None,
     effective_at: datetime | None = None,
 ) -> int:
+    values = _header_values(
+        ctx,
+        kind,
+        key,
+        member_id=member_id,
+        activity_id=activity_id,
+        rule=rule,
+        request_hash=request_hash,
+        reference=reference,
+        reason=reason,
+        reverses_id=reverses_id,
+        effective_at=effective_at,
+    )
     result = conn.execute(
-        ledger_transactions.insert()
-        .values(
-            program_id=ctx.program_id,
-            kind=kind,
-            idempotency_key=key,
-            request_hash=request_hash,
-            member_id=member_id,
-            activity_id=activity_id,
-            rule=rule,
-            program_version=ctx.program_version,
-            actor=ctx.actor,
-            reference=reference,
-            reason=reason,
-            reverses_id=reverses_id,
-            effective_at=effective_at or ctx.now,
-            created_at=ctx.now,
-        )
-        .returning(ledger_transactions.c.id)
+        ledger_transactions.insert().values(**values).returning(ledger_transactions.c.id)
     )
     return int(result.scalar_one())
+
+
+def _header_values(
+    ctx: Context,
+    kind: str,
+    key: str,
+    *,
+    member_id: int | None,
+    activity_id: int | None = None,
+    rule: str | None = None,
+    request_hash: str | None = None,
+    reference: str | None = None,
+    reason: str | None = None,
+    reverses_id: int | None = None,
+    effective_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "program_id": ctx.program_id,
+        "kind": kind,
+        "idempotency_key": key,
+        "request_hash": request_hash,
+        "member_id": member_id,
+        "activity_id": activity_id,
+        "rule": rule,
+        "program_version": ctx.program_version,
+        "actor": ctx.actor,
+        "reference": reference,
+        "reason": reason,
+        "reverses_id": reverses_id,
+        "effective_at": effective_at or ctx.now,
+        "created_at": ctx.now,
+    }
 
 
 def _replay(
@@ -335,30 +363,118 @@ def _add_lot(
     activity_id: int | None,
     credit: Credit,
 ) -> tuple[int, bool]:
-    pending = credit.vests_at is not None and credit.vests_at > ctx.now
-    lot_id = conn.execute(
-        lots.insert()
-        .values(
-            program_id=ctx.program_id,
-            member_id=member_id,
-            account_id=account_id,
-            transaction_id=transaction_id,
-            activity_id=activity_id,
-            rule=credit.rule,
-            original=credit.points,
-            remaining=credit.points,
-            held=0,
-            consumed=0,
-            expired=0,
-            reversed=0,
-            pending=pending,
-            vests_at=credit.vests_at,
-            expires_at=credit.expires_at,
-            created_at=ctx.now,
+    values = _lot_values(ctx, member_id, account_id, transaction_id, activity_id, credit)
+    lot_id = conn.execute(lots.insert().values(**values).returning(lots.c.id)).scalar_one()
+    return int(lot_id), bool(values["pending"])
+
+
+def _lot_values(
+    ctx: Context,
+    member_id: int,
+    account_id: int,
+    transaction_id: int,
+    activity_id: int | None,
+    credit: Credit,
+) -> dict[str, Any]:
+    return {
+        "program_id": ctx.program_id,
+        "member_id": member_id,
+        "account_id": account_id,
+        "transaction_id": transaction_id,
+        "activity_id": activity_id,
+        "rule": credit.rule,
+        "original": credit.points,
+        "remaining": credit.points,
+        "held": 0,
+        "consumed": 0,
+        "expired": 0,
+        "reversed": 0,
+        "pending": _is_pending(credit, ctx.now),
+        "vests_at": credit.vests_at,
+        "expires_at": credit.expires_at,
+        "created_at": ctx.now,
+    }
+
+
+def _is_pending(credit: Credit, now: datetime) -> bool:
+    return credit.vests_at is not None and credit.vests_at > now
+
+
+def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[int]:
+    """Post many earns in a few multi-row statements (batch ingest); the transaction ids.
+
+    Writes exactly the rows `post(Earn)` writes for each. The caller holds the accounts'
+    locks and has checked they carry no debt (collecting debt needs the per-earn path).
+    """
+    if not earns:
+        return []
+    if any(c.points < 0 for e in earns for c in e.credits):
+        raise InvariantBroken("an earn credit cannot be negative")
+    issuance = system_account(conn, ctx.program_id, "issuance")
+    headers = [
+        _header_values(
+            ctx,
+            "earn",
+            e.idempotency_key,
+            member_id=e.member_id,
+            activity_id=e.activity_id,
+            rule=",".join(c.rule for c in e.credits if c.points > 0) or None,
+            effective_at=e.effective_at,
         )
-        .returning(lots.c.id)
-    ).scalar_one()
-    return int(lot_id), pending
+        for e in earns
+    ]
+    txn_ids = _insert_returning_ids(conn, ledger_transactions, headers)
+    owned = [
+        (earn, txn, credit)
+        for earn, txn in zip(earns, txn_ids, strict=True)
+        for credit in earn.credits
+        if credit.points > 0
+    ]
+    if not owned:
+        return txn_ids
+    lot_rows = [
+        _lot_values(ctx, e.member_id, e.account_id, txn, e.activity_id, c) for e, txn, c in owned
+    ]
+    lot_ids = _insert_returning_ids(conn, lots, lot_rows)
+    totals: dict[int, list[int]] = {}
+    legs = []
+    for (earn, txn, credit), lot_id in zip(owned, lot_ids, strict=True):
+        pending = _is_pending(credit, ctx.now)
+        phase = "pending" if pending else "single"
+        legs.append(_leg(ctx, txn, issuance, earn.account_id, credit.points, phase, lot_id))
+        total = totals.setdefault(earn.account_id, [0, 0])
+        total[1 if pending else 0] += credit.points
+    conn.execute(transfers.insert(), legs)
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == bindparam("b_account"), accounts.c.debt == 0)
+        .values(
+            credits_posted=accounts.c.credits_posted + bindparam("b_posted"),
+            credits_pending=accounts.c.credits_pending + bindparam("b_pending"),
+        ),
+        [
+            {"b_account": account, "b_posted": posted, "b_pending": pending}
+            for account, (posted, pending) in totals.items()
+        ],
+    )
+    return txn_ids
+
+
+def _insert_returning_ids(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Multi-row insert; the new ids in the order of `rows`."""
+    result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
+    ids = [int(v) for v in result.scalars()]
+    if len(ids) != len(rows):
+        raise InvariantBroken(f"{table.name}: inserted {len(ids)} of {len(rows)} rows")
+    return ids
+
+
+def balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, Balance]:
+    """Current balances of several member accounts in one query."""
+    rows = conn.execute(
+        select(accounts.c.id, *_COUNTERS).where(accounts.c.id.in_(list(account_ids)))
+    ).all()
+    return {int(r.id): Balance.of(r) for r in rows}
 
 
 def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from trofast.http import Services, idempotent, require, services
 from trofast.kit.auth import Principal, Scope
+from trofast.kit.errors import Problem
 from trofast.members import service
 from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch
 from trofast.programs import service as programs
@@ -60,9 +61,15 @@ def list_members(
         if v
     }
     with svc.db.read() as conn:
-        if "phone" in filters:
+        if "phone" in filters or "q" in filters:
             program = programs.current(conn, principal.program_id)
+        if "phone" in filters:
             filters["phone"] = service.normalize_phone(filters["phone"], program.spec.country)
+        if "q" in filters:  # q may be a phone number as the till types it: 070-123 45 67
+            try:
+                filters["q_phone"] = service.normalize_phone(filters["q"], program.spec.country)
+            except Problem:
+                pass
         return service.list_page(conn, principal.program_id, cursor, limit, filters)
 
 

@@ -25,6 +25,39 @@ def get_by_number(conn: Connection, program_id: int, number: str) -> AnyRow | No
     ).first()
 
 
+def _with_account() -> Any:
+    return select(
+        members.c.id,
+        members.c.loyalty_number,
+        members.c.status,
+        members.c.birth_date,
+        accounts.c.id.label("account_id"),
+        accounts.c.credits_posted,
+        accounts.c.debits_posted,
+        accounts.c.credits_pending,
+        accounts.c.debits_pending,
+        accounts.c.debt,
+    ).join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
+
+
+def get_many_with_account(
+    conn: Connection, program_id: int, member_ids: set[int], numbers: set[str]
+) -> list[AnyRow]:
+    """Like `get_with_account(lock=True)` for many members; locks in account order."""
+    if not member_ids and not numbers:
+        return []
+    stmt = (
+        _with_account()
+        .where(
+            members.c.program_id == program_id,
+            or_(members.c.id.in_(member_ids), members.c.loyalty_number.in_(numbers)),
+        )
+        .order_by(accounts.c.id)
+        .with_for_update(of=accounts)
+    )
+    return list(conn.execute(stmt).all())
+
+
 def get_with_account(
     conn: Connection,
     program_id: int,
@@ -35,21 +68,7 @@ def get_with_account(
 ) -> AnyRow | None:
     """A member's id, status, birth date, points account id and counters in one round trip;
     with `lock`, the account row stays locked until the transaction ends."""
-    stmt = (
-        select(
-            members.c.id,
-            members.c.status,
-            members.c.birth_date,
-            accounts.c.id.label("account_id"),
-            accounts.c.credits_posted,
-            accounts.c.debits_posted,
-            accounts.c.credits_pending,
-            accounts.c.debits_pending,
-            accounts.c.debt,
-        )
-        .join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
-        .where(members.c.program_id == program_id)
-    )
+    stmt = _with_account().where(members.c.program_id == program_id)
     if member_id is not None:
         stmt = stmt.where(members.c.id == member_id)
     else:

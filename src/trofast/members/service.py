@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit import pagination
+from trofast.kit.orm import MAX_ID
 from trofast.kit.errors import Problem, conflict, invalid, not_found
 from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
@@ -72,7 +73,7 @@ def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
     """A member row by id or 12-digit loyalty number, or 404."""
     if loyalty_number.looks_like_number(ref):
         row = repository.get_by_number(conn, program_id, ref)
-    elif ref.isdigit():
+    elif ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
         row = repository.get(conn, program_id, int(ref))
     else:
         row = None
@@ -97,6 +98,14 @@ def resolve_with_account(
     if row is None:
         raise not_found("member", member_id if member_id is not None else number)
     return row
+
+
+def resolve_many(
+    conn: Connection, program_id: int, member_ids: set[int], numbers: set[str]
+) -> list[AnyRow]:
+    """Members (with account and counters) by ids and loyalty numbers, accounts locked;
+    the ones not found are simply missing."""
+    return repository.get_many_with_account(conn, program_id, member_ids, numbers)
 
 
 def get(conn: Connection, program_id: int, ref: str) -> MemberOut:

@@ -1,0 +1,628 @@
+"""The demo café chain behind `trofast demo`: a deterministic history made by the real services.
+
+`ensure_demo` applies the Kaffekoppen program (the text of examples/cafe.yaml), plans
+18 months of members, purchases and returns with `random.Random(2026)`, and plays them
+forward day by day on a `FixedClock`: enrolments, purchases, returns and reward spends
+go through `members.service.enrol`, `activities.service.ingest` and `ledger.service.post`,
+and the vesting and expiry jobs run every simulated night. The same arguments always
+produce the same members, loyalty numbers and activities.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from itertools import accumulate, groupby
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from sqlalchemy import Connection
+
+from trofast.access import service as access
+from trofast.activities import service as activities
+from trofast.activities.schemas import LineIn, PurchaseIn, ReturnIn, SalesChannel
+from trofast.kit.auth import Scope
+from trofast.kit.clock import FixedClock, SystemClock
+from trofast.kit.db import Database
+from trofast.kit.errors import Problem
+from trofast.kit.idempotency import request_hash
+from trofast.ledger import repository as ledger_reads
+from trofast.ledger import service as ledger
+from trofast.members import service as member_service
+from trofast.members.schemas import Channel, MemberIn
+from trofast.programs import service as programs
+from trofast.programs.service import ProgramVersion
+from trofast.programs.spec import parse_document
+
+PROGRAM_KEY = "kaffekoppen"
+SEED = 2026
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+START = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)  # 18 months before NOW
+ZONE = ZoneInfo("Europe/Stockholm")
+ACTOR = "demo"
+
+#: The program document; examples/cafe.yaml holds exactly this text.
+PROGRAM_DOCUMENT = """\
+# Kaffekoppen: the café chain behind `trofast demo`.
+# Check it with `trofast program validate examples/cafe.yaml`;
+# src/trofast/demo.py embeds this exact text (a test keeps the two identical).
+key: kaffekoppen
+name: Kaffekoppen
+currency: SEK
+timezone: Europe/Stockholm
+country: SE
+locales: [sv, en]
+point_name: bönor
+point_value: 1000 # in 1/100 öre: one böna is worth 10 öre, so 100 bönor ≈ 10 SEK
+earn:
+  points: 1
+  per_amount: 1000 # one böna for every full 10.00 SEK
+vesting_days: 14
+expiry:
+  kind: after_months
+  months: 12
+negative_balance: forbid
+"""
+
+
+@dataclass(frozen=True)
+class Store:
+    code: str
+    receipt_prefix: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    category: str
+    price: int  # öre
+    months: frozenset[int] = frozenset(range(1, 13))
+
+
+STORES = (
+    Store("stockholm-odenplan", "ODP", 30),
+    Store("stockholm-sodermalm", "SOD", 25),
+    Store("goteborg-haga", "HAG", 18),
+    Store("goteborg-linne", "LIN", 12),
+    Store("malmo-mollevangen", "MOL", 15),
+)
+COFFEE = (
+    Product("bryggkaffe", "coffee", 3500),
+    Product("cappuccino", "coffee", 4200),
+    Product("caffe-latte", "coffee", 4500),
+    Product("espresso", "coffee", 3200),
+    Product("flat-white", "coffee", 4600),
+    Product("chai-latte", "tea", 4700),
+    Product("te", "tea", 3200),
+    Product("iskaffe", "coffee", 4900, frozenset({5, 6, 7, 8})),
+)
+BAKERY = (
+    Product("kanelbulle", "bakery", 3900),
+    Product("kardemummabulle", "bakery", 4200),
+    Product("chokladboll", "bakery", 2800),
+    Product("croissant", "bakery", 3500),
+    Product("morotskaka", "bakery", 5200),
+    Product("semla", "bakery", 5500, frozenset({1, 2, 3})),
+    Product("lussekatt", "bakery", 3400, frozenset({12})),
+)
+SANDWICHES = (
+    Product("ost-skinka", "sandwich", 6900),
+    Product("raksmorgas", "sandwich", 11900),
+    Product("kycklingsallad", "sandwich", 9900),
+    Product("vegansk-wrap", "sandwich", 8900),
+)
+DRINKS = (Product("juice", "drink", 3900), Product("mineralvatten", "drink", 2500))
+WEBSHOP = (
+    Product("bonor-mellanrost-500g", "beans", 14900),
+    Product("bonor-morkrost-500g", "beans", 15900),
+    Product("kaffekopp-mugg", "merchandise", 19900),
+)
+#: Rewards a member can spend bönor on at the till: (reference stem, points).
+REWARDS = (("rabatt-10kr", 100), ("bryggkaffe", 350), ("kanelbulle", 390), ("fika", 700))
+
+# fmt: off
+FIRST_NAMES = (
+    "Anna", "Eva", "Maria", "Karin", "Sara", "Emma", "Elin", "Johanna", "Linnea", "Maja",
+    "Ebba", "Wilma", "Alice", "Ella", "Klara", "Frida", "Ida", "Sofia", "Ingrid", "Astrid",
+    "Greta", "Saga", "Elsa", "Agnes", "Yasmin", "Erik", "Lars", "Karl", "Anders", "Johan",
+    "Per", "Nils", "Mikael", "Oskar", "Lucas", "William", "Hugo", "Elias", "Axel", "Olle",
+    "Gustav", "Viktor", "Filip", "Emil", "Isak", "Leo", "Jonas", "Mattias", "Björn", "Amir",
+)
+LAST_NAMES = (
+    "Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson",
+    "Persson", "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Jansson", "Hansson",
+    "Bengtsson", "Jönsson", "Lindberg", "Jakobsson", "Magnusson", "Lindström", "Olofsson",
+    "Lindqvist", "Lindgren", "Berg", "Axelsson", "Bergström", "Lundberg", "Lundgren",
+    "Mattsson", "Berglund", "Fredriksson", "Sandberg", "Forsberg", "Sjöberg", "Wallin",
+    "Engström", "Eklund", "Håkansson", "Lundin", "Björk", "Holm", "Nyström", "Söderberg",
+    "Åberg", "Öberg", "Ali", "Mohammed", "Yilmaz", "Nguyen", "Korhonen",
+)
+# fmt: on
+#: Reserved example domains: the demo must never send mail to real people.
+MAIL_DOMAINS = ("example.com", "example.net", "example.org")
+#: Local opening hours and how busy each is.
+HOURS = (7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+HOUR_WEIGHTS = (4, 12, 9, 7, 8, 12, 10, 7, 9, 7, 5, 3)
+WEB_HOURS = tuple(range(6, 24))
+WEEKDAY_WEIGHTS = (0.9, 0.95, 1.0, 1.0, 1.1, 1.25, 1.0)  # Monday .. Sunday
+#: Visits per week, share of members, chance of drifting away, chance to use rewards.
+PERSONAS = (
+    ("daily", 4.0, 0.08, 0.05, 0.35),
+    ("weekly", 1.0, 0.17, 0.15, 0.25),
+    ("monthly", 0.25, 0.35, 0.30, 0.15),
+    ("rare", 0.05, 0.40, 0.30, 0.05),
+)
+ANONYMOUS_SHARE = 0.15
+JOB_LIMIT = 1_000_000  # one simulated night's lots all fit in one transaction
+RETURN_SHARE = 0.02
+
+
+@dataclass
+class _Person:
+    data: MemberIn
+    enrolled_at: datetime
+    first_day: int  # index into the plan's days of the first day after enrolment
+    last_day: int  # the last day the member still comes by
+    weight: float  # expected share of purchases
+    home: Store
+    redeem: float  # chance to spend bönor on a visit when a reward is affordable
+
+
+@dataclass
+class _Sale:
+    at: datetime
+    person: int | None
+    store: Store | None
+    channel: SalesChannel
+    lines: list[LineIn]
+    receipt: str = ""
+
+
+@dataclass
+class _Refund:
+    at: datetime
+    sale: _Sale
+    lines: list[LineIn]  # empty: the whole purchase
+
+
+@dataclass(order=True)
+class _Event:
+    at: datetime
+    seq: int
+    what: _Person | _Sale | _Refund = field(compare=False)
+    person: int = field(default=-1, compare=False)
+
+
+@dataclass
+class _Stats:
+    members: int = 0
+    purchases: int = 0
+    returns: int = 0
+    spends: int = 0
+    vested: int = 0
+    expired: int = 0
+
+
+def ensure_demo(
+    db: Database,
+    *,
+    members: int,
+    purchases: int,
+    console: Console,
+    program_key: str = PROGRAM_KEY,
+) -> dict[str, str]:
+    """Generate the demo program unless it exists, then return fresh API keys by scope.
+
+    Keys are created on every call (named `demo-<scope>`) because secrets are shown once.
+    """
+    with db.read() as conn:
+        exists = _find_program(conn, program_key) is not None
+    if exists:
+        console.print(f"Program '{program_key}' exists already; use --fresh to generate it again.")
+    else:
+        began = time.perf_counter()
+        stats = generate(
+            db, members=members, purchases=purchases, console=console, program_key=program_key
+        )
+        console.print(
+            f"Generated {stats.members} members, {stats.purchases} purchases, "
+            f"{stats.returns} returns, {stats.spends} reward spends; vested {stats.vested} "
+            f"and expired {stats.expired} lots in {time.perf_counter() - began:.1f} s."
+        )
+    now = SystemClock().now()
+    keys: dict[str, str] = {}
+    with db.write() as conn:
+        program = programs.by_key(conn, program_key)
+        for scope in (Scope.admin, Scope.pos, Scope.read):
+            token, _ = access.create_key(conn, program.program_id, scope, f"demo-{scope}", now)
+            keys[scope.value] = token
+    return keys
+
+
+def generate(
+    db: Database, *, members: int, purchases: int, console: Console, program_key: str
+) -> _Stats:
+    """Apply the program and play the planned 18 months through the services."""
+    rng = random.Random(SEED)
+    people, events = _plan(rng, members, purchases)
+    spec = parse_document(PROGRAM_DOCUMENT).model_copy(update={"key": program_key})
+    with db.write() as conn:
+        program = programs.apply(conn, spec, START)
+    stats = _Stats()
+    play_rng = random.Random(rng.getrandbits(64))  # loyalty numbers and reward choices
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("Kaffekoppen, 18 months", total=len(events))
+        _play(db, program, people, events, play_rng, stats, lambda n: progress.advance(task, n))
+    return stats
+
+
+def _find_program(conn: Connection, key: str) -> ProgramVersion | None:
+    try:
+        return programs.by_key(conn, key)
+    except Problem as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+# Planning: pure, all randomness from one rng, no database.
+
+
+def _plan(rng: random.Random, members: int, purchases: int) -> tuple[list[_Person], list[_Event]]:
+    """People, sales and returns over the 18 months, as events in time order."""
+    first = _local_date(START) + timedelta(days=1)
+    days = [first + timedelta(days=n) for n in range((_local_date(NOW) - first).days)]
+    people = _people(rng, members, days)
+    sales = [_enrolment_sale(rng, i, p) for i, p in enumerate(people) if p.data.channel == "store"]
+    member_sales = max(0, round(purchases * (1 - ANONYMOUS_SHARE)) - len(sales))
+    sales += _member_sales(rng, people, days, member_sales)
+    sales += [_anonymous_sale(rng, days) for _ in range(max(0, purchases - len(sales)))]
+    refunds = _refunds(rng, sales, days[-1])
+    events = [_Event(p.enrolled_at, 0, p, i) for i, p in enumerate(people)]
+    events += [_Event(s.at, 0, s) for s in sales]
+    events += [_Event(r.at, 0, r) for r in refunds]
+    for seq, event in enumerate(events):
+        event.seq = seq
+    events.sort()
+    _number_receipts(sales)
+    return people, events
+
+
+def _people(rng: random.Random, count: int, days: list[date]) -> list[_Person]:
+    people: list[_Person] = []
+    emails: set[str] = set()
+    phones: set[str] = set()
+    launch = max(1, count // 5)  # a fifth join in the launch fortnight
+    for n in range(count):
+        day = rng.randrange(14) if n < launch else rng.randrange(len(days))
+        persona = rng.choices(PERSONAS, weights=[p[2] for p in PERSONAS])[0]
+        _name, visits, _share, drift, redeem = persona
+        channel = rng.choices((Channel.store, Channel.app, Channel.online), (60, 30, 10))[0]
+        first_name, last_name = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        email: str | None = _unique(emails, rng, _email(rng, first_name, last_name))
+        phone: str | None = _unique(phones, rng, f"+4670{rng.randrange(10**7):07d}")
+        if rng.random() < 0.15:
+            phone = None
+        elif rng.random() < 0.1:
+            email = None
+        age = rng.choice((rng.randint(18, 35), rng.randint(18, 80)))
+        birth = date(2026 - age, 1, 1) + timedelta(days=rng.randrange(365))
+        hours = HOURS if channel == Channel.store else WEB_HOURS
+        enrolled_at = _local_time(rng, days[day], hours)
+        last_day = len(days) - 1
+        if rng.random() < drift:
+            last_day = rng.randint(day, last_day)
+        active_weeks = max(0, last_day - day) / 7
+        people.append(
+            _Person(
+                data=MemberIn(
+                    email=email,
+                    phone=phone,
+                    first_name=first_name,
+                    last_name=last_name,
+                    birth_date=birth if rng.random() < 0.8 else None,
+                    locale="sv" if rng.random() < 0.85 else "en",
+                    marketing_consent=rng.random() < 0.55,
+                    channel=channel,
+                ),
+                enrolled_at=enrolled_at,
+                first_day=min(day + 1, len(days) - 1),
+                last_day=last_day,
+                weight=visits * active_weeks * rng.uniform(0.5, 1.5),
+                home=rng.choices(STORES, [s.weight for s in STORES])[0],
+                redeem=redeem if rng.random() < 0.6 else 0.0,
+            )
+        )
+    return people
+
+
+def _member_sales(
+    rng: random.Random, people: list[_Person], days: list[date], count: int
+) -> list[_Sale]:
+    """`count` sales spread over members in proportion to how often each comes by."""
+    if not people or count == 0:
+        return []
+    cumulative = list(accumulate(p.weight for p in people))
+    if cumulative[-1] <= 0:
+        return []
+    sales = []
+    for _ in range(count):
+        index = min(bisect_right(cumulative, rng.random() * cumulative[-1]), len(people) - 1)
+        person = people[index]
+        day = _pick_day(rng, days, person.first_day, max(person.first_day, person.last_day))
+        if person.data.channel == Channel.online and rng.random() < 0.15:
+            sales.append(_sale(rng, day, index, None, SalesChannel.online))
+            continue
+        channel = SalesChannel.store
+        if person.data.channel == Channel.app and rng.random() < 0.4:
+            channel = SalesChannel.app
+        store = person.home if rng.random() < 0.8 else _any_store(rng)
+        sales.append(_sale(rng, day, index, store, channel))
+    return sales
+
+
+def _enrolment_sale(rng: random.Random, index: int, person: _Person) -> _Sale:
+    """Joined at the till: the first purchase rings up right after."""
+    at = person.enrolled_at + timedelta(minutes=rng.randint(1, 4))
+    return _Sale(at, index, person.home, SalesChannel.store, _basket(rng, at, online=False))
+
+
+def _anonymous_sale(rng: random.Random, days: list[date]) -> _Sale:
+    day = _pick_day(rng, days, 0, len(days) - 1)
+    return _sale(rng, day, None, _any_store(rng), SalesChannel.store)
+
+
+def _sale(
+    rng: random.Random, day: date, person: int | None, store: Store | None, channel: SalesChannel
+) -> _Sale:
+    at = _local_time(rng, day, HOURS if store else WEB_HOURS)
+    return _Sale(at, person, store, channel, _basket(rng, at, online=store is None))
+
+
+def _basket(rng: random.Random, at: datetime, *, online: bool) -> list[LineIn]:
+    """A café order (or a web-shop order of beans and mugs), one line per product."""
+    local = at.astimezone(ZONE)
+    month = local.month
+    if online:
+        picks = [rng.choice(WEBSHOP) for _ in range(rng.choice((1, 1, 1, 2, 3)))]
+    else:
+        picks = []
+        if rng.random() < 0.85:
+            picks.append(_seasonal(rng, COFFEE, month))
+        if rng.random() < 0.45:
+            picks.append(_seasonal(rng, BAKERY, month))
+        if rng.random() < (0.45 if 11 <= local.hour <= 13 else 0.06):
+            picks.append(rng.choice(SANDWICHES))
+        if rng.random() < 0.1 or not picks:
+            picks.append(rng.choice(DRINKS))
+    quantities: dict[Product, int] = {}
+    extra = 2 if rng.random() < 0.12 else 1  # a friend's order on the same receipt
+    for product in picks:
+        quantities[product] = quantities.get(product, 0) + extra
+    return [
+        LineIn(sku=p.sku, category=p.category, quantity=q, amount=p.price * q)
+        for p, q in quantities.items()
+    ]
+
+
+def _seasonal(rng: random.Random, products: tuple[Product, ...], month: int) -> Product:
+    return rng.choice([p for p in products if month in p.months])
+
+
+def _refunds(rng: random.Random, sales: list[_Sale], last_day: date) -> list[_Refund]:
+    """About 2% of sales come back, whole or one unit of one line, within a month."""
+    end = _local_time_at(last_day, 19, 0)
+    refunds = []
+    for sale in rng.sample(sales, min(len(sales), round(len(sales) * RETURN_SHARE))):
+        delay = rng.choice((0, 0, 1, 1, 2, 3, 5, 7, 10, 14, 16, 21, 28))
+        if delay == 0:
+            at = sale.at + timedelta(minutes=rng.randint(10, 180))
+        else:
+            at = _local_time(rng, _local_date(sale.at) + timedelta(days=delay))
+        if at >= end:
+            continue
+        units = sum(line.quantity for line in sale.lines)
+        lines: list[LineIn] = []
+        if units > 1 and rng.random() < 0.5:
+            line = rng.choice(sale.lines)
+            unit = line.amount // line.quantity
+            lines = [LineIn(sku=line.sku, category=line.category, quantity=1, amount=unit)]
+        refunds.append(_Refund(at, sale, lines))
+    return refunds
+
+
+def _number_receipts(sales: list[_Sale]) -> None:
+    """Receipt numbers per store and local day, in time order: ODP-250502-0007."""
+    counters: dict[tuple[str, date], int] = {}
+    for sale in sorted(sales, key=lambda s: s.at):
+        prefix = sale.store.receipt_prefix if sale.store else "WEB"
+        day = sale.at.astimezone(ZONE).date()
+        counters[prefix, day] = counters.get((prefix, day), 0) + 1
+        sale.receipt = f"{prefix}-{day:%y%m%d}-{counters[prefix, day]:04d}"
+
+
+def _pick_day(rng: random.Random, days: list[date], lo: int, hi: int) -> date:
+    """A day in days[lo..hi], Fridays and Saturdays a little busier."""
+    top = max(WEEKDAY_WEIGHTS)
+    while True:
+        day = days[rng.randint(lo, hi)]
+        if rng.random() * top < WEEKDAY_WEIGHTS[day.weekday()]:
+            return day
+
+
+def _any_store(rng: random.Random) -> Store:
+    return rng.choices(STORES, [s.weight for s in STORES])[0]
+
+
+def _local_time(rng: random.Random, day: date, hours: tuple[int, ...] = HOURS) -> datetime:
+    """A moment on `day` in the program's zone, as UTC; café hours follow the rush profile."""
+    hour = rng.choices(hours, HOUR_WEIGHTS if hours == HOURS else None)[0]
+    return _local_time_at(day, hour, rng.randrange(60))
+
+
+def _local_time_at(day: date, hour: int, minute: int) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZONE).astimezone(UTC)
+
+
+def _local_date(at: datetime) -> date:
+    return at.astimezone(ZONE).date()
+
+
+def _email(rng: random.Random, first: str, last: str) -> str:
+    local = rng.choice((f"{first}.{last}", f"{first}{last[0]}", f"{first[0]}{last}"))
+    return f"{_ascii(local)}@{rng.choice(MAIL_DOMAINS)}"
+
+
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+def _unique(taken: set[str], rng: random.Random, value: str) -> str:
+    """`value`, or a variant with digits (before any @) that nobody has yet."""
+    candidate = value
+    while candidate in taken:
+        name, at, domain = value.partition("@")
+        if at:
+            candidate = f"{name}{rng.randint(1, 999)}@{domain}"
+        else:
+            candidate = f"{name[:-7]}{rng.randrange(10**7):07d}"
+    taken.add(candidate)
+    return candidate
+
+
+# Playing the plan through the services.
+
+
+def _play(
+    db: Database,
+    program: ProgramVersion,
+    people: list[_Person],
+    events: list[_Event],
+    rng: random.Random,
+    stats: _Stats,
+    advance: Callable[[int], None],
+) -> None:
+    """One transaction per simulated day: the night's jobs first, then the day's events."""
+    clock = FixedClock(START)
+    member_ids: dict[int, tuple[int, int]] = {}  # person index -> (member id, account id)
+    for day, batch in groupby(events, key=lambda e: _local_date(e.at)):
+        day_events = list(batch)
+        clock.set(_local_time_at(day, 3, 0))
+        with db.write() as conn:
+            _run_jobs(conn, program, clock.now(), stats)
+            for event in day_events:
+                clock.set(event.at)
+                _apply(conn, program, people, event, member_ids, rng, clock.now(), stats)
+        advance(len(day_events))
+    clock.set(NOW)
+    with db.write() as conn:
+        _run_jobs(conn, program, clock.now(), stats)
+
+
+def _apply(
+    conn: Connection,
+    program: ProgramVersion,
+    people: list[_Person],
+    event: _Event,
+    member_ids: dict[int, tuple[int, int]],
+    rng: random.Random,
+    now: datetime,
+    stats: _Stats,
+) -> None:
+    what = event.what
+    if isinstance(what, _Person):
+        member = member_service.enrol(conn, program, what.data, now, rng=rng)
+        account = member_service.resolve_with_account(conn, program.program_id, member_id=member.id)
+        member_ids[event.person] = (member.id, int(account.account_id))
+        stats.members += 1
+    elif isinstance(what, _Sale):
+        member_id = None
+        if what.person is not None:
+            member_id, account_id = member_ids[what.person]
+            spender = people[what.person]
+            if _maybe_spend(conn, program, spender, member_id, account_id, what.receipt, rng, now):
+                stats.spends += 1
+        purchase = PurchaseIn(
+            type="purchase",
+            external_id=what.receipt,
+            member_id=member_id,
+            occurred_at=what.at,
+            amount=sum(line.amount for line in what.lines),
+            currency=program.spec.currency,
+            store=what.store.code if what.store else None,
+            channel=what.channel,
+            lines=what.lines,
+        )
+        activities.ingest(conn, program, purchase, now, ACTOR)
+        stats.purchases += 1
+    else:
+        refund = ReturnIn(
+            type="return",
+            external_id=f"{what.sale.receipt}-R",
+            original_external_id=what.sale.receipt,
+            occurred_at=what.at,
+            lines=what.lines,
+        )
+        activities.ingest(conn, program, refund, now, ACTOR)
+        stats.returns += 1
+
+
+def _maybe_spend(
+    conn: Connection,
+    program: ProgramVersion,
+    person: _Person,
+    member_id: int,
+    account_id: int,
+    receipt: str,
+    rng: random.Random,
+    now: datetime,
+) -> bool:
+    """At the till, a member who can afford a reward sometimes takes one (True if so)."""
+    if person.redeem == 0:
+        return False
+    balance = ledger.Balance.of(ledger.lock_account(conn, program.program_id, account_id))
+    affordable = [r for r in REWARDS if r[1] <= balance.available]
+    if not affordable or rng.random() >= person.redeem:
+        return False
+    reward, points = affordable[-1] if rng.random() < 0.6 else rng.choice(affordable)
+    reference = f"{receipt}-{reward}"
+    spend = ledger.Spend(
+        member_id=member_id,
+        account_id=account_id,
+        points=points,
+        reference=reference,
+        idempotency_key=f"spend:{reference}",
+        request_hash=request_hash(member_id, points),
+    )
+    ledger.post(conn, ledger.Context(program.program_id, now, ACTOR, program.version), spend)
+    return True
+
+
+def _run_jobs(conn: Connection, program: ProgramVersion, now: datetime, stats: _Stats) -> None:
+    """The night's vesting and expiry for this program only (what `worker.jobs` does for all)."""
+    ctx = ledger.Context(program.program_id, now, "job")
+    for lot_id in ledger_reads.due_for_vesting(conn, program.program_id, now, JOB_LIMIT):
+        stats.vested += ledger.post(conn, ctx, ledger.Vest(lot_id)) is not None
+    for lot_id in ledger_reads.due_for_expiry(conn, program.program_id, now, JOB_LIMIT):
+        stats.expired += ledger.post(conn, ctx, ledger.Expire(lot_id)) is not None
