@@ -33,8 +33,11 @@ case "${1:-}" in
   test)
     shift
     setup
-    echo "== ruff"; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .
-    echo "== mypy"; "$VENV/bin/mypy"
+    echo "== ruff"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    echo "== mypy"
+    "$VENV/bin/mypy"
     echo "== pytest (SQLite and PostgreSQL)"
     exec "$VENV/bin/pytest" -n 2 "$@"
     ;;
