@@ -40,3 +40,18 @@ activities = Table(
     Index(None, "program_id", "occurred_at"),
     Index(None, "original_id"),
 )
+
+#: What rule limits and stamp cards remember: points and times per counter key, per member
+#: (member_id 0: program-wide, e.g. a rule's budget). Written only by activities.service.
+rule_counters = Table(
+    "rule_counters",
+    metadata,
+    id_column(),
+    program_column(),
+    Column("member_id", Id, nullable=False),
+    Column("key", String(120), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("times", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("program_id", "member_id", "key"),
+)

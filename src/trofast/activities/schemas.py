@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from trofast.kit.orm import MAX_ID
 from trofast.ledger.service import Balance
+
+
+def _utc_representable(value: datetime) -> datetime:
+    """Refuse times that overflow when stored as UTC, such as 0001-01-01T00:00+14:00."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 
 class SalesChannel(StrEnum):
@@ -26,6 +38,7 @@ class LineIn(BaseModel):
     category: str | None = Field(None, max_length=64)
     quantity: int = Field(1, gt=0, le=1_000_000)
     amount: int = Field(ge=0, le=10**12, description="Line total in minor units")
+    labels: list[str] = Field(default_factory=list, max_length=20)
 
 
 class _MemberRef(BaseModel):
@@ -46,7 +59,7 @@ class PurchaseIn(_MemberRef):
 
     type: Literal["purchase"]
     external_id: str = Field(min_length=1, max_length=100, description="Receipt number")
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
     amount: int = Field(ge=0, le=10**12, description="Total in minor units, e.g. 4950 = 49.50")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     store: str | None = Field(None, max_length=100)
@@ -68,7 +81,7 @@ class ReturnIn(BaseModel):
     type: Literal["return"]
     external_id: str = Field(min_length=1, max_length=100)
     original_external_id: str = Field(min_length=1, max_length=100)
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
     amount: int | None = Field(None, gt=0, le=10**12)
     currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
@@ -90,7 +103,7 @@ class EventIn(_MemberRef):
     type: Literal["event"]
     external_id: str = Field(min_length=1, max_length=100)
     event_type: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,49}$")
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -105,9 +118,10 @@ ActivityIn = Annotated[PurchaseIn | ReturnIn | EventIn, Field(discriminator="typ
 
 class EffectOut(BaseModel):
     rule: str
-    points: int
-    vests_at: datetime | None
-    expires_at: datetime | None
+    points: int = 0
+    cashback: int = 0
+    vests_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
 class BalanceOut(BaseModel):
@@ -127,8 +141,10 @@ class ActivityResult(BaseModel):
     type: str
     member_id: int | None
     points: int
+    cashback: int = Field(0, description="Money credited to the wallet (negative: taken back)")
     uncollected: int = 0
     effects: list[EffectOut] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Why rules gave what they gave")
     balance: BalanceOut | None
     program_version: int
     replayed: bool = False

@@ -33,7 +33,7 @@ from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import service as members
-from trofast.programs.service import ProgramVersion
+from trofast.programs.service import ProgramVersion, load_version
 from trofast.rules import engine
 
 #: How far a till's clock may run ahead of ours.
@@ -125,20 +125,68 @@ def _earning(
             number=data.loyalty_number,
             lock=True,
         )
+    counters = engine.NO_COUNTERS
+    facts = _facts(data, occurred_at)
+    if member is not None:
+        member_keys, program_keys = engine.counter_keys(engine.compile_program(program.spec), facts)
+        if member_keys or program_keys:
+            mine, shared = repository.load_counters(
+                conn, program.program_id, int(member.id), member_keys, program_keys, ctx.now
+            )
+            counters = engine.Counters(mine, shared)
     before = None if member is None else ledger.Balance.of(member)
-    prepared = _prepare(program, ctx, data, member, before, body, digest, occurred_at)
+    prepared = _prepare(program, ctx, data, facts, member, before, counters, body, digest)
     activity_id = repository.insert_new(conn, prepared.row)
     if activity_id is None:
         existing = repository.find(conn, program.program_id, data.external_id)
         if existing is None:
             raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
         return _replay(existing, digest)
+    _post(conn, program, ctx, prepared, activity_id)
+    return prepared.result.model_copy(update={"id": activity_id})
+
+
+def _post(
+    conn: Connection,
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    prepared: _Prepared,
+    activity_id: int,
+) -> None:
+    """Post what a stored activity earned: points, cashback and counters."""
+    member = prepared.member
+    if member is None:
+        return
     earn = prepared.earn(activity_id)
     if earn is not None:
         posted = ledger.post(conn, ctx, earn)
         if posted is None or posted.balance != prepared.expected:
             raise InvariantBroken(f"activity {activity_id}: {posted} != {prepared.expected}")
-    return prepared.result.model_copy(update={"id": activity_id})
+    cashback = prepared.evaluation.cashback
+    if cashback:
+        vests_at, _ = engine.lot_dates(program.spec, prepared.occurred_at)
+        wallet = ledger.wallet_account(conn, program.program_id, int(member.id))
+        ledger.post(
+            conn,
+            ctx,
+            ledger.Earn(
+                member_id=int(member.id),
+                account_id=wallet,
+                credits=[ledger.Credit(c.amount, c.rule, vests_at, None) for c in cashback],
+                idempotency_key=f"activity:{activity_id}:money",
+                effective_at=prepared.occurred_at,
+                activity_id=activity_id,
+                unit=ledger.MONEY,
+            ),
+        )
+    deltas = prepared.evaluation.counters
+    if deltas:
+        repository.add_to_counters(
+            conn,
+            program.program_id,
+            [(int(member.id) if d.member else 0, d.key, d.points, d.times) for d in deltas],
+            ctx.now,
+        )
 
 
 def _check_earning(
@@ -159,12 +207,19 @@ class _Prepared:
     row: dict[str, Any]
     result: ActivityResult
     member: AnyRow | None
-    credits: list[ledger.Credit]
+    evaluation: engine.Evaluation
     expected: ledger.Balance | None
     occurred_at: datetime
 
+    @property
+    def credits(self) -> list[ledger.Credit]:
+        return [
+            ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at)
+            for e in self.evaluation.points
+        ]
+
     def earn(self, activity_id: int) -> ledger.Earn | None:
-        if self.member is None or not self.credits:
+        if self.member is None or not self.evaluation.points:
             return None
         return ledger.Earn(
             member_id=int(self.member.id),
@@ -176,33 +231,49 @@ class _Prepared:
         )
 
 
+def snapshot(member: AnyRow) -> engine.MemberSnapshot:
+    """What the rules may read about a member row."""
+    return engine.MemberSnapshot(
+        id=int(member.id),
+        status=str(member.status),
+        birth_date=member.birth_date,
+        enrolled_at=member.enrolled_at,
+        channel=member.channel,
+    )
+
+
 def _prepare(
     program: ProgramVersion,
     ctx: ledger.Context,
     data: PurchaseIn | EventIn,
+    facts: engine.ActivityFacts,
     member: AnyRow | None,
     before: ledger.Balance | None,
+    counters: engine.Counters,
     body: dict[str, Any],
     digest: str,
-    occurred_at: datetime,
 ) -> _Prepared:
     """Run the rules and predict the balance; pure apart from reading `member`."""
-    effects: list[engine.PointsEffect] = []
+    evaluation = engine.Evaluation()
     if member is not None:
-        snapshot = engine.MemberSnapshot(int(member.id), str(member.status), member.birth_date)
-        effects = engine.evaluate(program.spec, _facts(data, occurred_at), snapshot)
-    credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in effects]
-    expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
+        evaluation = engine.evaluate(program.spec, facts, snapshot(member), counters)
+    prepared_credits = [
+        ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points
+    ]
+    expected = None if before is None else ledger.predict_earn(before, prepared_credits, ctx.now)
+    effects = [
+        EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
+        for e in evaluation.points
+    ] + [EffectOut(rule=c.rule, cashback=c.amount) for c in evaluation.cashback]
     result = ActivityResult(
         id=0,
         external_id=data.external_id,
         type=data.type,
         member_id=None if member is None else int(member.id),
-        points=sum(c.points for c in credits),
-        effects=[
-            EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
-            for e in effects
-        ],
+        points=evaluation.total_points,
+        cashback=sum(c.amount for c in evaluation.cashback),
+        effects=effects,
+        notes=[f"{o.rule}: {o.note}" for o in evaluation.outcomes if o.note],
         balance=None if expected is None else BalanceOut.of(expected),
         program_version=program.version,
     )
@@ -220,18 +291,18 @@ def _prepare(
         data,
         body,
         digest,
-        occurred_at,
+        facts.occurred_at,
         ctx.now,
         member_id=result.member_id,
         points=result.points,
         result=_stored(result),
         **columns,
     )
-    return _Prepared(row, result, member, credits, expected, occurred_at)
+    return _Prepared(row, result, member, evaluation, expected, facts.occurred_at)
 
 
 class _UseSinglePath(Exception):
-    """A batch run the bulk path does not handle (a member with debt)."""
+    """A batch run the bulk path does not handle (debt, limits, stamps, cashback)."""
 
 
 def ingest_many(
@@ -287,6 +358,9 @@ def _bulk_earning(
 ) -> list[ActivityResult | Problem]:
     """Purchases and events in bulk: one query finds duplicates, one finds and locks the
     members, the rules run in memory, and each table gets one multi-row insert."""
+    compiled = engine.compile_program(program.spec)
+    if any(_trigger(item) in compiled.stateful_triggers for item in items):
+        raise _UseSinglePath()  # limits, stamps and cashback keep per-member state
     out: list[ActivityResult | Problem | None] = [None] * len(items)
     bodies = [item.model_dump(mode="json", exclude_none=True) for item in items]
     digests = [request_hash(body) for body in bodies]
@@ -334,7 +408,10 @@ def _bulk_earning(
             if int(member.debt) > 0:
                 raise _UseSinglePath()
             before = running.get(int(member.id)) or ledger.Balance.of(member)
-        ready = _prepare(program, ctx, item, member, before, body, digest, occurred_at)
+        facts = _facts(item, occurred_at)
+        ready = _prepare(
+            program, ctx, item, facts, member, before, engine.NO_COUNTERS, body, digest
+        )
         if member is not None and ready.expected is not None:
             running[int(member.id)] = ready.expected
         first_seen[item.external_id] = k
@@ -364,6 +441,10 @@ def _bulk_earning(
     return done
 
 
+def _trigger(data: PurchaseIn | EventIn) -> str:
+    return data.event_type if isinstance(data, EventIn) else "purchase"
+
+
 def _facts(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.ActivityFacts:
     if isinstance(data, PurchaseIn):
         return engine.ActivityFacts(
@@ -374,7 +455,8 @@ def _facts(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.Activity
             store=data.store,
             channel=data.channel.value,
             lines=tuple(
-                engine.Line(ln.sku, ln.quantity, ln.amount, ln.category) for ln in data.lines
+                engine.Line(ln.sku, ln.quantity, ln.amount, ln.category, tuple(ln.labels))
+                for ln in data.lines
             ),
         )
     return engine.ActivityFacts(
@@ -394,7 +476,8 @@ def _return(
     digest: str,
     occurred_at: datetime,
 ) -> ActivityResult:
-    """Keep exactly what the rest of the purchase would have earned; take back the rest."""
+    """Keep exactly what the rest of the purchase earns under the rules it was earned under
+    (limits aside); take back the rest of its points and cashback."""
     original = repository.find(conn, program.program_id, data.original_external_id)
     if original is None or original.type != "purchase":
         raise not_found("purchase", data.original_external_id)
@@ -434,10 +517,38 @@ def _return(
         balance=None if member is None else BalanceOut.of(ledger.Balance.of(member)),
         program_version=program.version,
     )
-    claimed_before = -sum(int(r.points) for r in earlier)
-    keep = engine.purchase_points(program.spec, int(original.amount) - returned_before - amount)
-    claim = max(0, int(original.points) - claimed_before - keep)
-    if member is not None and claim > 0:
+    if member is not None:
+        result = _take_back(conn, program, ctx, data, original, earlier, amount, member, result)
+    repository.set_outcome(conn, activity_id, result.points, _stored(result))
+    return result
+
+
+def _take_back(
+    conn: Connection,
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    data: ReturnIn,
+    original: AnyRow,
+    earlier: list[AnyRow],
+    amount: int,
+    member: AnyRow,
+    result: ActivityResult,
+) -> ActivityResult:
+    earned_under = load_version(conn, program.program_id, int(original.program_version))
+    left = int(original.amount) - sum(int(r.amount) for r in earlier) - amount
+    returned = [*(r.body for r in earlier), data.model_dump(mode="json")]
+    rest = _remaining(original, returned, left)
+    kept = engine.evaluate(earned_under.spec, rest, snapshot(member), counters=None)
+    claim = int(original.points) + sum(int(r.points) for r in earlier) - kept.total_points
+    earned_cash = int(original.result.get("cashback", 0))
+    claimed_cash = -sum(int(r.result.get("cashback", 0)) for r in earlier)
+    claim_cash = earned_cash - claimed_cash - sum(c.amount for c in kept.cashback)
+    own_lots = repository.lot_ids_of(conn, int(original.id))
+    allow_negative = program.spec.negative_balance == "allow"
+    effects: list[EffectOut] = []
+    balance = result.balance
+    uncollected = 0
+    if claim > 0:
         posted = ledger.post(
             conn,
             ctx,
@@ -445,25 +556,85 @@ def _return(
                 member_id=int(member.id),
                 account_id=int(member.account_id),
                 points=claim,
-                own_lot_ids=repository.lot_ids_of(conn, int(original.id)),
-                idempotency_key=f"activity:{activity_id}",
-                allow_negative=program.spec.negative_balance == "allow",
-                activity_id=activity_id,
+                own_lot_ids=own_lots,
+                idempotency_key=f"activity:{result.id}",
+                allow_negative=allow_negative,
+                activity_id=result.id,
             ),
         )
         assert posted is not None
-        result = result.model_copy(
-            update={
-                "points": -claim,
-                "uncollected": posted.uncollected,
-                "effects": [
-                    EffectOut(rule="return", points=posted.points, vests_at=None, expires_at=None)
-                ],
-                "balance": BalanceOut.of(posted.balance),
-            }
+        effects.append(EffectOut(rule="return", points=posted.points))
+        balance, uncollected = BalanceOut.of(posted.balance), posted.uncollected
+    if claim_cash > 0:
+        wallet = ledger.wallet_account(conn, program.program_id, int(member.id))
+        cash = ledger.post(
+            conn,
+            ctx,
+            ledger.TakeBack(
+                member_id=int(member.id),
+                account_id=wallet,
+                points=claim_cash,
+                own_lot_ids=own_lots,
+                idempotency_key=f"activity:{result.id}:money",
+                allow_negative=allow_negative,
+                activity_id=result.id,
+                unit=ledger.MONEY,
+            ),
         )
-    repository.set_outcome(conn, activity_id, result.points, _stored(result))
-    return result
+        assert cash is not None
+        effects.append(EffectOut(rule="return", cashback=cash.points))
+    return result.model_copy(
+        update={
+            "points": -max(claim, 0),
+            "cashback": -max(claim_cash, 0),
+            "uncollected": uncollected,
+            "effects": effects,
+            "balance": balance,
+        }
+    )
+
+
+def _remaining(original: AnyRow, returned: list[dict[str, Any]], left: int) -> engine.ActivityFacts:
+    """The purchase as it stands after `returned`: lines reduced, `left` money remaining."""
+    body = original.body
+    taken: Counter[str] = Counter()
+    taken_amount: Counter[str] = Counter()
+    for ret in returned:
+        for line in ret.get("lines", []):
+            taken[line["sku"]] += int(line.get("quantity", 1))
+            taken_amount[line["sku"]] += int(line["amount"])
+    lines = []
+    for line in body.get("lines", []):
+        sku, quantity, line_amount = line["sku"], int(line.get("quantity", 1)), int(line["amount"])
+        off = min(quantity, taken[line["sku"]])
+        off_amount = min(line_amount, taken_amount[sku])
+        taken[sku] -= off
+        taken_amount[sku] -= off_amount
+        if quantity - off > 0:
+            lines.append(
+                engine.Line(
+                    sku,
+                    quantity - off,
+                    line_amount - off_amount,
+                    line.get("category"),
+                    tuple(line.get("labels", [])),
+                )
+            )
+    total = sum(line.amount for line in lines)
+    if lines and total > left:  # returns by amount: shrink the lines in proportion
+        lines = [
+            engine.Line(ln.sku, ln.quantity, ln.amount * left // total, ln.category, ln.labels)
+            for ln in lines
+        ]
+    return engine.ActivityFacts(
+        type="purchase",
+        occurred_at=original.occurred_at,
+        amount=left,
+        currency=original.currency,
+        store=original.store,
+        channel=original.channel,
+        lines=tuple(lines),
+    )
 
 
 def _return_amount(

@@ -46,7 +46,7 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
     counters: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     pending_amount = {int(t.id): int(t.amount) for t in legs if t.phase == "pending"}
     resolved: dict[int, str] = {}
-    per_program: dict[int, int] = defaultdict(int)
+    per_program: dict[tuple[int, str], int] = defaultdict(int)
     lot_flows: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t in legs:
         amount = int(t.amount)
@@ -68,17 +68,17 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
             counters[credit]["credits_pending"] -= amount
         if t.lot_id is not None:
             _lot_flow(lot_flows[int(t.lot_id)], t, kinds, amount)
-    # Stored member counters plus recomputed system balances must net to zero per program.
+    # Stored member counters plus recomputed system balances net to zero per program and unit.
     for account_id, (kind, pid, row) in kinds.items():
         if kind == "member":
-            per_program[pid] += int(row.credits_posted) - int(row.debits_posted)
+            net = int(row.credits_posted) - int(row.debits_posted)
         else:
             got = counters.get(account_id, {})
-            per_program[pid] += got.get("credits_posted", 0) - got.get("debits_posted", 0)
-    for pid, total in per_program.items():
+            net = got.get("credits_posted", 0) - got.get("debits_posted", 0)
+        per_program[(pid, str(row.unit))] += net
+    for (pid, unit), total in per_program.items():
         if total != 0:
-            problems.append(f"program {pid}: account balances sum to {total}, not zero")
-
+            problems.append(f"program {pid}: {unit} balances sum to {total}, not zero")
     for account_id, (kind, _pid, row) in kinds.items():
         if kind != "member":
             continue

@@ -12,6 +12,15 @@ from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 
 
+def member_account(conn: Connection, member_id: int, unit: str) -> int | None:
+    value = conn.execute(
+        select(accounts.c.id).where(
+            accounts.c.member_id == member_id, accounts.c.kind == "member", accounts.c.unit == unit
+        )
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 def account_counters(conn: Connection, account_id: int) -> AnyRow:
     return conn.execute(select(accounts).where(accounts.c.id == account_id)).one()
 

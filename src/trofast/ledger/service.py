@@ -23,6 +23,8 @@ from trofast.ledger.allocation import LotBalance, allocate
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 
 POINTS = "points"
+MONEY = "money"
+UNITS = (POINTS, MONEY)
 MEMBER = "member"
 SYSTEM_KINDS = ("issuance", "redemption", "breakage", "adjustment")
 
@@ -55,6 +57,7 @@ class Earn:
     idempotency_key: str
     effective_at: datetime
     activity_id: int | None = None
+    unit: str = POINTS
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Spend:
     reference: str
     idempotency_key: str
     request_hash: str
+    unit: str = POINTS
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class TakeBack:
     allow_negative: bool
     activity_id: int | None = None
     reverses_id: int | None = None
+    unit: str = POINTS
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ _COUNTERS = (
     accounts.c.debits_pending,
     accounts.c.debt,
 )
-_system_cache: dict[tuple[str, int], dict[str, int]] = {}
+_system_cache: dict[tuple[str, int], dict[tuple[str, str], int]] = {}
 
 
 def predict_earn(before: Balance, credits: Sequence[Credit], now: datetime) -> Balance:
@@ -165,10 +170,11 @@ def open_program_accounts(conn: Connection, program_id: int) -> None:
                 "program_id": program_id,
                 "member_id": None,
                 "kind": kind,
-                "unit": POINTS,
+                "unit": unit,
                 "debits_must_not_exceed_credits": False,
             }
             for kind in SYSTEM_KINDS
+            for unit in UNITS
         ],
     )
 
@@ -187,6 +193,32 @@ def open_member_account(conn: Connection, program_id: int, member_id: int) -> in
         .returning(accounts.c.id)
     )
     return int(result.scalar_one())
+
+
+def wallet_account(conn: Connection, program_id: int, member_id: int) -> int:
+    """The member's money wallet (cashback, store credit), opened on first use."""
+    existing = repository.member_account(conn, member_id, MONEY)
+    if existing is not None:
+        return existing
+    try:
+        with conn.begin_nested():
+            result = conn.execute(
+                accounts.insert()
+                .values(
+                    program_id=program_id,
+                    member_id=member_id,
+                    kind=MEMBER,
+                    unit=MONEY,
+                    debits_must_not_exceed_credits=True,
+                )
+                .returning(accounts.c.id)
+            )
+            return int(result.scalar_one())
+    except IntegrityError:
+        opened = repository.member_account(conn, member_id, MONEY)
+        if opened is None:
+            raise InvariantBroken(f"member {member_id}: wallet neither new nor existing") from None
+        return opened
 
 
 def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
@@ -221,21 +253,21 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
             return _expire(conn, ctx, op.lot_id)
 
 
-def system_account(conn: Connection, program_id: int, kind: str) -> int:
+def system_account(conn: Connection, program_id: int, kind: str, unit: str = POINTS) -> int:
     """The id of a program system account (cached: system accounts never change)."""
     cache_key = (str(conn.engine.url), program_id)
     ids = _system_cache.get(cache_key)
-    if ids is None or kind not in ids:
+    if ids is None or (kind, unit) not in ids:
         rows = conn.execute(
-            select(accounts.c.kind, accounts.c.id).where(
+            select(accounts.c.kind, accounts.c.unit, accounts.c.id).where(
                 accounts.c.program_id == program_id, accounts.c.member_id.is_(None)
             )
         ).all()
-        ids = {str(r.kind): int(r.id) for r in rows}
+        ids = {(str(r.kind), str(r.unit)): int(r.id) for r in rows}
         _system_cache[cache_key] = ids
-    if kind not in ids:
-        raise InvariantBroken(f"program {program_id} has no {kind} account")
-    return ids[kind]
+    if (kind, unit) not in ids:
+        raise InvariantBroken(f"program {program_id} has no {kind} account in {unit}")
+    return ids[(kind, unit)]
 
 
 def forget_cached_accounts() -> None:
@@ -246,7 +278,7 @@ def forget_cached_accounts() -> None:
 def lock_account(conn: Connection, program_id: int, account_id: int) -> AnyRow:
     """Lock a member account row for the rest of the transaction and return its counters."""
     row = conn.execute(
-        select(*_COUNTERS)
+        select(*_COUNTERS, accounts.c.unit)
         .where(accounts.c.id == account_id, accounts.c.program_id == program_id)
         .with_for_update()
     ).first()
@@ -410,7 +442,6 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
         return []
     if any(c.points < 0 for e in earns for c in e.credits):
         raise InvariantBroken("an earn credit cannot be negative")
-    issuance = system_account(conn, ctx.program_id, "issuance")
     headers = [
         _header_values(
             ctx,
@@ -441,6 +472,7 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
     for (earn, txn, credit), lot_id in zip(owned, lot_ids, strict=True):
         pending = _is_pending(credit, ctx.now)
         phase = "pending" if pending else "single"
+        issuance = system_account(conn, ctx.program_id, "issuance", earn.unit)
         legs.append(_leg(ctx, txn, issuance, earn.account_id, credit.points, phase, lot_id))
         total = totals.setdefault(earn.account_id, [0, 0])
         total[1 if pending else 0] += credit.points
@@ -481,7 +513,7 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
     credits = [c for c in op.credits if c.points > 0]
     if any(c.points < 0 for c in op.credits):
         raise InvariantBroken("an earn credit cannot be negative")
-    issuance = system_account(conn, ctx.program_id, "issuance")
+    issuance = system_account(conn, ctx.program_id, "issuance", op.unit)
     txn = _header(
         conn,
         ctx,
@@ -531,7 +563,7 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
     if after.debt > 0 and posted > 0:
         for lot_id, points, is_pending in new_lots:
             if not is_pending:
-                after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, points, after)
+                after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, points, after, op.unit)
     return Posted(txn, posted + pending, Balance.of(after), lot_ids=[lot[0] for lot in new_lots])
 
 
@@ -543,12 +575,13 @@ def _collect_debt(
     lot_id: int,
     lot_points: int,
     counters: AnyRow,
+    unit: str,
 ) -> AnyRow:
     """Pay an outstanding debt (negative balance) from a lot that just became available."""
     amount = min(int(counters.debt), lot_points)
     if amount <= 0:
         return counters
-    issuance = system_account(conn, ctx.program_id, "issuance")
+    issuance = system_account(conn, ctx.program_id, "issuance", unit)
     _take_from_lots(conn, [(lot_id, amount)], "reversed")
     conn.execute(
         transfers.insert(), [_leg(ctx, txn, account_id, issuance, amount, "single", lot_id)]
@@ -632,16 +665,19 @@ def _debit_lots(
     """Spend or debit-adjust: all `points` from vested lots, soonest-expiring first, or 422."""
     if points <= 0:
         raise InvariantBroken("a debit must be positive")
+    counters = lock_account(conn, ctx.program_id, account_id)
+    # Only under the lock: a twin request that committed while we waited must be replayed,
+    # not answered with the balance it left (insufficient) or as "in flight".
     replayed = _replay(conn, ctx, idempotency_key, request_hash, account_id)
     if replayed is not None:
         return replayed
-    counters = lock_account(conn, ctx.program_id, account_id)
     available = Balance.of(counters).available
     if available < points:
+        what = "points" if counters.unit == POINTS else "funds"
         raise Problem(
             422,
-            "insufficient_points",
-            f"The member has {available} points available, {points} asked.",
+            f"insufficient_{what}",
+            f"The member has {available} {what} available, {points} asked.",
             available=available,
         )
     taken = allocate(_spendable_lots(conn, account_id), points)
@@ -662,7 +698,7 @@ def _debit_lots(
     except IntegrityError:
         raise conflict("reference_in_flight", f"{idempotency_key!r} is being posted.") from None
     _take_from_lots(conn, taken, "consumed")
-    target = system_account(conn, ctx.program_id, to_account)
+    target = system_account(conn, ctx.program_id, to_account, str(counters.unit))
     conn.execute(
         transfers.insert(),
         [_leg(ctx, txn, account_id, target, amount, "single", lot_id) for lot_id, amount in taken],
@@ -690,7 +726,7 @@ def _add_debits(conn: Connection, account_id: int, points: int) -> AnyRow:
 def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
     if op.points <= 0:
         raise InvariantBroken("a take-back must be positive")
-    lock_account(conn, ctx.program_id, op.account_id)
+    locked = lock_account(conn, ctx.program_id, op.account_id)
     txn = _header(
         conn,
         ctx,
@@ -700,14 +736,19 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         activity_id=op.activity_id,
         reverses_id=op.reverses_id,
     )
-    issuance = system_account(conn, ctx.program_id, "issuance")
+    issuance = system_account(conn, ctx.program_id, "issuance", str(locked.unit))
     left = op.points
     legs: list[dict[str, Any]] = []
     pending_taken = 0
     # 1. The purchase's own lots that are still pending: void and re-pend the rest.
     own_pending = conn.execute(
         select(lots.c.id, lots.c.remaining)
-        .where(lots.c.id.in_(op.own_lot_ids), lots.c.pending.is_(True), lots.c.remaining > 0)
+        .where(
+            lots.c.id.in_(op.own_lot_ids),
+            lots.c.account_id == op.account_id,
+            lots.c.pending.is_(True),
+            lots.c.remaining > 0,
+        )
         .order_by(lots.c.id)
     ).all()
     for lot in own_pending:
@@ -824,7 +865,7 @@ def _adjust(conn: Connection, ctx: Context, op: Adjust) -> Posted:
         .values(credits_posted=accounts.c.credits_posted + op.points)
         .returning(*_COUNTERS)
     ).one()
-    after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, op.points, after)
+    after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, op.points, after, POINTS)
     return Posted(txn, op.points, Balance.of(after), lot_ids=[lot_id])
 
 
@@ -843,7 +884,7 @@ def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     if lot is None:
         return None
     account_id, amount = int(lot.account_id), int(lot.remaining)
-    lock_account(conn, ctx.program_id, account_id)
+    unit = str(lock_account(conn, ctx.program_id, account_id).unit)
     conn.execute(update(lots).where(lots.c.id == lot_id).values(pending=False))
     txn = _header(conn, ctx, "vest", f"vest:{lot_id}", member_id=int(lot.member_id))
     if amount == 0:  # fully returned before vesting: its pending transfer is already void
@@ -852,7 +893,7 @@ def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     hold = _open_pending_transfer(conn, lot_id)
     if int(hold.amount) != amount:
         raise InvariantBroken(f"lot {lot_id}: pending transfer {hold.amount} != remaining {amount}")
-    issuance = system_account(conn, ctx.program_id, "issuance")
+    issuance = system_account(conn, ctx.program_id, "issuance", unit)
     conn.execute(
         transfers.insert(),
         [_leg(ctx, txn, issuance, account_id, amount, "post", lot_id, pending_id=int(hold.id))],
@@ -866,7 +907,7 @@ def _vest(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
         )
         .returning(*_COUNTERS)
     ).one()
-    after = _collect_debt(conn, ctx, txn, account_id, lot_id, amount, after)
+    after = _collect_debt(conn, ctx, txn, account_id, lot_id, amount, after, unit)
     return Posted(txn, 0, Balance.of(after))
 
 
@@ -880,10 +921,10 @@ def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     if lot is None:
         return None
     account_id, amount = int(lot.account_id), int(lot.remaining)
-    lock_account(conn, ctx.program_id, account_id)
+    unit = str(lock_account(conn, ctx.program_id, account_id).unit)
     txn = _header(conn, ctx, "expire", f"expire:{lot_id}", member_id=int(lot.member_id))
     _take_from_lots(conn, [(lot_id, amount)], "expired")
-    breakage = system_account(conn, ctx.program_id, "breakage")
+    breakage = system_account(conn, ctx.program_id, "breakage", unit)
     conn.execute(
         transfers.insert(), [_leg(ctx, txn, account_id, breakage, amount, "single", lot_id)]
     )

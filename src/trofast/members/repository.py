@@ -31,13 +31,20 @@ def _with_account() -> Any:
         members.c.loyalty_number,
         members.c.status,
         members.c.birth_date,
+        members.c.enrolled_at,
+        members.c.channel,
         accounts.c.id.label("account_id"),
         accounts.c.credits_posted,
         accounts.c.debits_posted,
         accounts.c.credits_pending,
         accounts.c.debits_pending,
         accounts.c.debt,
-    ).join(accounts, (accounts.c.member_id == members.c.id) & (accounts.c.kind == "member"))
+    ).join(
+        accounts,
+        (accounts.c.member_id == members.c.id)
+        & (accounts.c.kind == "member")
+        & (accounts.c.unit == "points"),
+    )
 
 
 def get_many_with_account(

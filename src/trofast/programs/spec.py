@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trofast.rules.document import (
+    BUILT_IN_EVENTS,
+    EVENT_TYPE,
+    EarnRate,
+    Expiry,
+    ExpiryNever,
+    Multiplier,
+    Rule,
+    Stamp,
+    StampCard,
+)
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 ISO_4217 = re.compile(r"^[A-Z]{3}$")
@@ -23,34 +35,6 @@ CURRENCY_EXPONENTS = {"JPY": 0, "ISK": 0, "KRW": 0, "CLP": 0, "BHD": 3, "KWD": 3
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EarnRate(Strict):
-    """`points` points for every full `per_amount` minor units spent (rounded down)."""
-
-    points: int = Field(1, ge=0, le=1_000_000)
-    per_amount: int = Field(100, gt=0, le=10**12, description="Minor units, e.g. 1000 = 10.00 SEK")
-
-
-class ExpiryNever(Strict):
-    kind: Literal["never"] = "never"
-
-
-class ExpiryAfterMonths(Strict):
-    """Each lot expires `months` after it was earned."""
-
-    kind: Literal["after_months"]
-    months: int = Field(gt=0, le=240)
-
-
-class ExpiryEndOfYear(Strict):
-    """Lots expire at the end of the calendar year (program time zone), `years_after` later."""
-
-    kind: Literal["end_of_year"]
-    years_after: int = Field(0, ge=0, le=20)
-
-
-Expiry = Annotated[ExpiryNever | ExpiryAfterMonths | ExpiryEndOfYear, Field(discriminator="kind")]
 
 
 class NegativeBalance(StrEnum):
@@ -83,6 +67,49 @@ class ProgramSpec(Strict):
     vesting_days: int = Field(0, ge=0, le=365, description="Days before earned points can be spent")
     expiry: Expiry = ExpiryNever()
     negative_balance: NegativeBalance = NegativeBalance.forbid
+    event_types: list[Annotated[str, Field(pattern=EVENT_TYPE)]] = Field(
+        default_factory=list, max_length=100, description="Custom event types, besides built-ins"
+    )
+    rules: list[Rule] | None = Field(
+        None,
+        max_length=500,
+        description="Earning rules; absent means one rule: `earn` on purchases",
+    )
+    stamp_cards: list[StampCard] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _references(self) -> ProgramSpec:
+        rules = self.rules or []
+        ids = [rule.id for rule in rules]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"rule ids must be unique: {', '.join(duplicates)}")
+        cards = {card.id for card in self.stamp_cards}
+        if len(cards) != len(self.stamp_cards):
+            raise ValueError("stamp card ids must be unique")
+        events = {"purchase", *BUILT_IN_EVENTS, *self.event_types}
+        order = {rule.id: (rule.priority, rule.id) for rule in rules}
+        for index, rule in enumerate(rules):
+            where = f"rules.{index}"
+            if rule.on not in events:
+                raise ValueError(
+                    f"{where}.on: unknown event type {rule.on!r}; declare it in event_types"
+                )
+            effect = rule.effect
+            if isinstance(effect, Multiplier):
+                for target in effect.of:
+                    if target not in order:
+                        raise ValueError(f"{where}.effect.of: no rule {target!r}")
+                    if order[target] >= order[rule.id]:
+                        raise ValueError(
+                            f"{where}.effect.of: {target!r} must run before {rule.id!r} "
+                            "(lower priority number)"
+                        )
+            if isinstance(effect, Stamp) and effect.card not in cards:
+                raise ValueError(f"{where}.effect.card: no stamp card {effect.card!r}")
+            if rule.active_from and rule.active_until and rule.active_from > rule.active_until:
+                raise ValueError(f"{where}: active_from is after active_until")
+        return self
 
     @field_validator("currency")
     @classmethod
@@ -128,9 +155,13 @@ def validate_data(data: Any) -> ProgramSpec:
     try:
         return ProgramSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(
-            [
-                (".".join(str(p) for p in err["loc"]) or "(document)", err["msg"])
-                for err in exc.errors()
-            ]
-        ) from None
+        raise SpecError([_located(err) for err in exc.errors()]) from None
+
+
+def _located(err: Any) -> tuple[str, str]:
+    """(path, reason) of a validation error; cross-field checks name their path themselves."""
+    path = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not path and ": " in message and " " not in message.split(": ", 1)[0]:
+        path, message = message.split(": ", 1)
+    return path or "(document)", message

@@ -1,0 +1,85 @@
+"""Conditions: typed clauses (field, operator, value) compiled once into plain functions.
+
+No `eval`, no I/O: a clause reads one field of a read-only context and compares it with a
+constant. Contexts are flat dicts keyed by the documented field names, built once per
+activity (and once per basket line); see docs/program-file.md for the fields.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from trofast.rules.document import Clause, Op
+
+Context = Mapping[str, Any]
+Predicate = Callable[[Context], bool]
+
+_COMPARE: dict[Op, Callable[[Any, Any], bool]] = {
+    Op.gt: operator.gt,
+    Op.gte: operator.ge,
+    Op.lt: operator.lt,
+    Op.lte: operator.le,
+}
+
+
+def compile_clause(clause: Clause) -> Predicate:
+    """A function of a context that says whether the clause holds."""
+    field, value, op = clause.field, clause.value, clause.op
+    if op is Op.eq:
+        return lambda ctx: ctx.get(field) == value
+    if op is Op.ne:
+        return lambda ctx: ctx.get(field) != value
+    if op is Op.in_:
+        members = frozenset(_hashable(v) for v in value)
+        return lambda ctx: _hashable(ctx.get(field)) in members
+    if op is Op.not_in:
+        members = frozenset(_hashable(v) for v in value)
+        return lambda ctx: _hashable(ctx.get(field)) not in members
+    if op in _COMPARE:
+        compare = _COMPARE[op]
+        return lambda ctx: _safe(compare, ctx.get(field), value)
+    if op is Op.between:
+        low, high = value
+        return lambda ctx: (
+            _safe(operator.ge, ctx.get(field), low) and _safe(operator.le, ctx.get(field), high)
+        )
+    if op is Op.contains:
+        return lambda ctx: _contains(ctx.get(field), value)
+    if op is Op.exists:
+        wanted = True if value is None else bool(value)
+        return lambda ctx: (ctx.get(field) is not None) is wanted
+    raise ValueError(f"unknown operator {op}")
+
+
+def compile_all(clauses: Sequence[Clause]) -> Predicate | None:
+    """All clauses must hold; None when there are none (always true)."""
+    predicates = [compile_clause(c) for c in clauses]
+    if not predicates:
+        return None
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda ctx: all(p(ctx) for p in predicates)
+
+
+def _safe(compare: Callable[[Any, Any], bool], left: Any, right: Any) -> bool:
+    if left is None:
+        return False
+    try:
+        return bool(compare(left, right))
+    except TypeError:
+        return False
+
+
+def _contains(container: Any, item: Any) -> bool:
+    if container is None:
+        return False
+    try:
+        return item in container
+    except TypeError:
+        return False
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
