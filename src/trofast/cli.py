@@ -20,10 +20,12 @@ program_app = typer.Typer(help="Program documents.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The points ledger.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+rules_app = typer.Typer(help="Try earning rules.", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(db_app, name="db")
+app.add_typer(rules_app, name="rules")
 
 console = Console()
 err = Console(stderr=True)
@@ -117,6 +119,143 @@ def ledger_audit(
     console.print("[green]Ledger is sound: every invariant holds.[/green]")
 
 
+@rules_app.command("try")
+def rules_try(
+    program_file: Path = typer.Argument(..., help="Program file (YAML/JSON)"),
+    activity_file: Path = typer.Argument(..., help="One activity as JSON, as sent to the API"),
+    birth_date: str | None = typer.Option(None, help="The member's birth date, YYYY-MM-DD"),
+    tier: str | None = typer.Option(None, help="The member's tier"),
+) -> None:
+    """Evaluate one activity under a program file, offline: effects and the rule behind each."""
+    import json
+    from datetime import date
+
+    from pydantic import TypeAdapter, ValidationError
+    from rich.table import Table
+
+    from trofast.activities.schemas import ActivityIn, PurchaseIn, ReturnIn
+    from trofast.activities.service import facts_of
+    from trofast.rules import engine
+
+    spec = _read_program(program_file)
+    try:
+        data = TypeAdapter(ActivityIn).validate_python(json.loads(activity_file.read_text()))
+    except (ValueError, ValidationError) as exc:
+        typer.echo(f"{activity_file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if isinstance(data, ReturnIn):
+        typer.echo("Returns are priced against their stored purchase; try the purchase.", err=True)
+        raise typer.Exit(1)
+    if isinstance(data, PurchaseIn) and data.currency != spec.currency:
+        typer.echo(f"The program counts in {spec.currency}, not {data.currency}.", err=True)
+        raise typer.Exit(1)
+    member = engine.MemberSnapshot(
+        id=0,
+        status="active",
+        birth_date=date.fromisoformat(birth_date) if birth_date else None,
+        tier=tier,
+    )
+    occurred_at = data.occurred_at or SystemClock().now()
+    evaluation = engine.evaluate(spec, facts_of(data, occurred_at), member)
+    table = Table("rule", "points", "cashback", "vests", "expires", "note")
+    notes = {o.rule: o.note for o in evaluation.outcomes}
+    for effect in evaluation.points:
+        table.add_row(
+            effect.rule,
+            str(effect.points),
+            "",
+            _date(effect.vests_at),
+            _date(effect.expires_at),
+            notes.get(effect.rule.split(":")[0], ""),
+        )
+    for cash in evaluation.cashback:
+        table.add_row(cash.rule, "", str(cash.amount), "", "", notes.get(cash.rule, ""))
+    for outcome in evaluation.outcomes:
+        if outcome.value == 0 and outcome.note:
+            table.add_row(outcome.rule, "0", "", "", "", outcome.note)
+    console.print(table)
+    console.print(
+        f"Total: {evaluation.total_points} {spec.point_name}"
+        + (
+            f", {sum(c.amount for c in evaluation.cashback)} cashback"
+            if evaluation.cashback
+            else ""
+        )
+    )
+
+
+def _date(value: object) -> str:
+    return "" if value is None else str(value)[:10]
+
+
+@app.command()
+def simulate(
+    program_file: Path = typer.Option(..., "--program", help="The proposed program file"),
+    start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD (program time zone)"),
+    end: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD (inclusive)"),
+    db: str | None = DbOption,
+) -> None:
+    """Replay stored history under a proposed program version, writing nothing; per month:
+    points issued, liability in money, and the difference from what really happened."""
+    from datetime import date, datetime, time, timedelta
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from trofast.analytics.simulate import simulate as replay
+    from trofast.programs import service as programs
+
+    spec = _read_program(program_file)
+    zone = spec.zone
+    first = datetime.combine(date.fromisoformat(start), time(0), tzinfo=zone)
+    last = datetime.combine(date.fromisoformat(end) + timedelta(days=1), time(0), tzinfo=zone)
+    database = _database(db)
+    with database.read() as conn:
+        current = programs.by_key(conn, spec.key)
+        if current.spec.currency != spec.currency:
+            typer.echo("The proposed program has another currency.", err=True)
+            raise typer.Exit(1)
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("Replaying activities", total=None)
+            result = replay(
+                conn,
+                current.program_id,
+                spec,
+                first,
+                last,
+                progress=lambda n: progress.advance(task, n),
+            )
+    table = Table(
+        "month",
+        "activities",
+        "issued",
+        "simulated",
+        "difference",
+        "liability",
+        "simulated liability",
+    )
+    for month in result.months:
+        table.add_row(
+            month.month,
+            f"{month.activities:,}",
+            f"{month.actual_points:,}",
+            f"{month.simulated_points:,}",
+            f"{month.difference:+,}",
+            _money(result.money(month.actual_liability), spec.currency),
+            _money(result.money(month.simulated_liability), spec.currency),
+        )
+    console.print(table)
+    console.print(
+        f"{result.activities:,} activities in {result.seconds:.2f} s "
+        f"({result.per_second:,.0f}/s). Liability assumes spending and expiry as they happened;"
+        " members by tier will show once tiers exist."
+    )
+
+
+def _money(minor: int, currency: str) -> str:
+    return f"{minor / 100:,.2f} {currency}"
+
+
 @app.command()
 def worker(
     db: str | None = DbOption,
@@ -182,8 +321,11 @@ def demo(
     console.print(f"  API docs:      {base}/docs")
     console.print(f"  OpenAPI:       {base}/openapi.json")
     for scope, token in keys.items():
-        console.print(f"  {scope:<5} key:     {token}")
-    console.print(f"  try:  curl -H 'Authorization: Bearer {keys['read']}' {base}/v1/members\n")
+        console.print(f"  {scope:<5} key:     {token}", soft_wrap=True)
+    console.print(
+        f"  try:  curl -H 'Authorization: Bearer {keys['read']}' {base}/v1/members\n",
+        soft_wrap=True,
+    )
     if not no_serve:
         _serve(database, host, port, run_worker=True)
 

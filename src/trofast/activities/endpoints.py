@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
@@ -23,11 +23,18 @@ def post_activity(
     principal: Principal = Depends(require(Scope.pos)),
     svc: Services = Depends(services),
     idempotency_key: str | None = Header(None),
+    dry_run: bool = Query(False, description="Evaluate and answer, but write nothing"),
 ) -> JSONResponse:
-    """Send a purchase, a return or a custom event. Sending it again replays the answer."""
+    """Send a purchase, a return or a custom event. Sending it again replays the answer.
+
+    With `dry_run=true` the answer shows what the activity would earn and which rule gave
+    each effect, and nothing is written."""
     now = svc.clock.now()
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
+        if dry_run:
+            result = service.dry_run(conn, program, data, now, principal.actor)
+            return JSONResponse(result.model_dump(mode="json"), status_code=200)
         return idempotent(
             conn,
             principal,

@@ -148,6 +148,7 @@ class ActivityResult(BaseModel):
     balance: BalanceOut | None
     program_version: int
     replayed: bool = False
+    dry_run: bool = False
 
 
 class BatchIn(BaseModel):

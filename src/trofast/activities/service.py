@@ -62,6 +62,18 @@ def ingest(
     raise InvariantBroken(f"unknown activity {data!r}")
 
 
+def dry_run(
+    conn: Connection, program: ProgramVersion, data: ActivityIn, now: datetime, actor: str
+) -> ActivityResult:
+    """What `ingest` would answer, with every write rolled back."""
+    savepoint = conn.begin_nested()
+    try:
+        result = ingest(conn, program, data, now, actor)
+    finally:
+        savepoint.rollback()
+    return result.model_copy(update={"id": 0, "dry_run": True})
+
+
 def _check_time(occurred_at: datetime, now: datetime) -> None:
     if occurred_at > now + CLOCK_SKEW:
         raise invalid("occurred_in_future", "occurred_at lies in the future.")
@@ -126,7 +138,7 @@ def _earning(
             lock=True,
         )
     counters = engine.NO_COUNTERS
-    facts = _facts(data, occurred_at)
+    facts = facts_of(data, occurred_at)
     if member is not None:
         member_keys, program_keys = engine.counter_keys(engine.compile_program(program.spec), facts)
         if member_keys or program_keys:
@@ -408,7 +420,7 @@ def _bulk_earning(
             if int(member.debt) > 0:
                 raise _UseSinglePath()
             before = running.get(int(member.id)) or ledger.Balance.of(member)
-        facts = _facts(item, occurred_at)
+        facts = facts_of(item, occurred_at)
         ready = _prepare(
             program, ctx, item, facts, member, before, engine.NO_COUNTERS, body, digest
         )
@@ -445,7 +457,8 @@ def _trigger(data: PurchaseIn | EventIn) -> str:
     return data.event_type if isinstance(data, EventIn) else "purchase"
 
 
-def _facts(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.ActivityFacts:
+def facts_of(data: PurchaseIn | EventIn, occurred_at: datetime) -> engine.ActivityFacts:
+    """What the rules see of a purchase or event."""
     if isinstance(data, PurchaseIn):
         return engine.ActivityFacts(
             type="purchase",

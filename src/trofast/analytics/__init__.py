@@ -1,0 +1,1 @@
+"""Analytics over the same tables: KPIs, simulation of rule changes over history."""
