@@ -62,6 +62,38 @@ def ingest(
     raise InvariantBroken(f"unknown activity {data!r}")
 
 
+def member_event(
+    conn: Connection,
+    program: ProgramVersion,
+    member_id: int,
+    event_type: str,
+    external_id: str,
+    now: datetime,
+    actor: str,
+) -> ActivityResult | None:
+    """Record an event Trofast itself notices (signup, profile completed, birthday) when a
+    rule listens for it; `external_id` makes it happen at most once."""
+    if event_type not in engine.compile_program(program.spec).by_trigger:
+        return None
+    if repository.find(conn, program.program_id, external_id) is not None:
+        return None
+    event = EventIn(
+        type="event",
+        external_id=external_id,
+        member_id=member_id,
+        event_type=event_type,
+        occurred_at=now,
+    )
+    return ingest(conn, program, event, now, actor)
+
+
+def stamps(conn: Connection, program_id: int, member_id: int) -> dict[str, int]:
+    """Stamps on each of the member's stamp cards."""
+    prefix = engine.stamp_key("")
+    counters = repository.member_counters(conn, program_id, member_id, prefix)
+    return {key.removeprefix(prefix): value for key, value in counters.items()}
+
+
 def dry_run(
     conn: Connection, program: ProgramVersion, data: ActivityIn, now: datetime, actor: str
 ) -> ActivityResult:

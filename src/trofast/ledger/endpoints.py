@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
+from trofast.activities import service as activities
 from trofast.http import Services, idempotent, require, services
 from trofast.kit import pagination
 from trofast.kit.auth import Principal, Scope
@@ -18,6 +19,7 @@ from trofast.ledger.schemas import (
     LedgerPage,
     PostingOut,
     SpendIn,
+    WalletView,
 )
 from trofast.members import service as members
 from trofast.programs import service as programs
@@ -35,8 +37,25 @@ def balance(
         member = members.resolve(conn, principal.program_id, ref)
         account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
         program = programs.current(conn, principal.program_id)
-        figures = service.member_balance(conn, int(account.account_id), svc.clock.now())
-    return BalanceView(member_id=member.id, point_name=program.spec.point_name, **figures)
+        now = svc.clock.now()
+        figures = service.member_balance(conn, int(account.account_id), now)
+        wallet_id = repository.member_account(conn, int(member.id), service.MONEY)
+        wallet = None
+        if wallet_id is not None:
+            money = service.member_balance(conn, wallet_id, now)
+            wallet = WalletView(
+                currency=program.spec.currency,
+                available=money["available"],
+                pending=money["pending"],
+            )
+        stamps = activities.stamps(conn, principal.program_id, int(member.id))
+    return BalanceView(
+        member_id=member.id,
+        point_name=program.spec.point_name,
+        wallet=wallet,
+        stamps=stamps,
+        **figures,
+    )
 
 
 @router.get("/ledger", response_model=LedgerPage)
@@ -83,21 +102,26 @@ def spend(
     svc: Services = Depends(services),
     idempotency_key: str | None = Header(None),
 ) -> JSONResponse:
-    """Spend points now, soonest-expiring first. The reference makes it idempotent."""
+    """Spend points (or wallet money) now, soonest-expiring first. The reference makes it
+    idempotent."""
     now = svc.clock.now()
     with svc.db.write() as conn:
         member = members.resolve(conn, principal.program_id, ref)
         if member.status != "active":
             raise Problem(409, "member_suspended", "A suspended member cannot spend points.")
         account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        account_id = int(account.account_id)
+        if data.unit == service.MONEY:
+            account_id = service.wallet_account(conn, principal.program_id, int(member.id))
         program = programs.current(conn, principal.program_id)
         op = service.Spend(
             member_id=int(member.id),
-            account_id=int(account.account_id),
+            account_id=account_id,
             points=data.points,
             reference=data.reference,
             idempotency_key=f"spend:{data.reference}",
-            request_hash=request_hash(int(member.id), data.points),
+            request_hash=request_hash(int(member.id), data.points, data.unit),
+            unit=data.unit,
         )
         ctx = service.Context(principal.program_id, now, principal.actor, program.version)
         return idempotent(

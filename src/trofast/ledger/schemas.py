@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,16 @@ class BalanceView(BaseModel):
     lifetime_earned: int
     lifetime_spent: int
     lifetime_expired: int
+    wallet: WalletView | None = Field(None, description="Cashback / store credit, if any")
+    stamps: dict[str, int] = Field(default_factory=dict, description="Stamps per stamp card")
+
+
+class WalletView(BaseModel):
+    """Money in minor units of the program's currency."""
+
+    currency: str
+    available: int
+    pending: int
 
 
 class LedgerEntry(BaseModel):
@@ -45,10 +56,11 @@ class LedgerPage(BaseModel):
 class SpendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: int = Field(gt=0, le=10**12)
+    points: int = Field(gt=0, le=10**12, description="Points, or minor units for `money`")
     reference: str = Field(
         min_length=1, max_length=150, description="Unique per spend, e.g. the order number"
     )
+    unit: Literal["points", "money"] = Field("points", description="`money`: the wallet")
 
 
 class AdjustIn(BaseModel):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
+
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
+from trofast.activities import service as activities
 from trofast.http import Services, idempotent, require, services
 from trofast.kit.auth import Principal, Scope
 from trofast.kit.errors import Problem
 from trofast.members import service
 from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch
 from trofast.programs import service as programs
+from trofast.programs.service import ProgramVersion
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
@@ -32,8 +38,27 @@ def enrol(
             idempotency_key,
             ("enrol", data.model_dump(mode="json")),
             201,
-            lambda: service.enrol(conn, program, data, now),
+            lambda: _enrol(conn, program, data, now, principal.actor),
             now,
+        )
+
+
+def _enrol(
+    conn: Connection, program: ProgramVersion, data: MemberIn, now: datetime, actor: str
+) -> MemberOut:
+    """Enrol, then let signup (and, for a full profile, profile-completed) rules fire."""
+    member = service.enrol(conn, program, data, now)
+    activities.member_event(conn, program, member.id, "signup", f"signup:{member.id}", now, actor)
+    _profile_event(conn, program, member, now, actor)
+    return member
+
+
+def _profile_event(
+    conn: Connection, program: ProgramVersion, member: MemberOut, now: datetime, actor: str
+) -> None:
+    if service.profile_complete(member):
+        activities.member_event(
+            conn, program, member.id, "profile_completed", f"profile:{member.id}", now, actor
         )
 
 
@@ -66,10 +91,8 @@ def list_members(
         if "phone" in filters:
             filters["phone"] = service.normalize_phone(filters["phone"], program.spec.country)
         if "q" in filters:  # q may be a phone number as the till types it: 070-123 45 67
-            try:
+            with contextlib.suppress(Problem):
                 filters["q_phone"] = service.normalize_phone(filters["q"], program.spec.country)
-            except Problem:
-                pass
         return service.list_page(conn, principal.program_id, cursor, limit, filters)
 
 
@@ -93,6 +116,8 @@ def update_member(
     now = svc.clock.now()
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
-        return service.update(
+        member = service.update(
             conn, program, ref, patch, now, may_change_status=principal.may(Scope.admin)
         )
+        _profile_event(conn, program, member, now, principal.actor)
+        return member

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, extract, or_, select, update
 
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts
@@ -135,3 +137,29 @@ def page(
         if column in filters:
             stmt = stmt.where(members.c[column] == filters[column])
     return list(conn.execute(stmt.order_by(members.c.id).limit(limit)).all())
+
+
+def birthdays_on(conn: Connection, program_id: int, days: list[date]) -> list[tuple[int, date]]:
+    """(member id, birthday) of active members whose birthday is one of `days` (29 February
+    birthdays fall on 28 February in common years)."""
+    wanted = {(d.month, d.day): d for d in days}
+    for d in days:
+        if (d.month, d.day) == (2, 28) and not calendar.isleap(d.year):
+            wanted[(2, 29)] = d
+    rows = conn.execute(
+        select(
+            members.c.id,
+            extract("month", members.c.birth_date).label("month"),
+            extract("day", members.c.birth_date).label("day"),
+        ).where(
+            members.c.program_id == program_id,
+            members.c.status == "active",
+            members.c.birth_date.is_not(None),
+            extract("month", members.c.birth_date).in_({m for m, _ in wanted}),
+        )
+    ).all()
+    return [
+        (int(r.id), wanted[(int(r.month), int(r.day))])
+        for r in rows
+        if (int(r.month), int(r.day)) in wanted
+    ]

@@ -11,9 +11,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit import pagination
-from trofast.kit.orm import MAX_ID
 from trofast.kit.errors import Problem, conflict, invalid, not_found
-from trofast.kit.orm import AnyRow
+from trofast.kit.orm import MAX_ID, AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import loyalty_number, repository
 from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch, Status
@@ -67,6 +66,14 @@ def enrol(
         raise conflict("member_exists", "A member with these details was just enrolled.") from None
     ledger.open_member_account(conn, program.program_id, member_id)
     return _out(repository.get(conn, program.program_id, member_id))
+
+
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "birth_date")
+
+
+def profile_complete(member: MemberOut) -> bool:
+    """Whether every profile field is filled in (what `profile_completed` rules reward)."""
+    return all(getattr(member, name) is not None for name in PROFILE_FIELDS)
 
 
 def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
