@@ -86,9 +86,14 @@ def simulate(
     purchases: dict[int, tuple[int, int]] = {}  # activity id -> (amount, simulated points)
     months: dict[str, Month] = {}
     count = 0
+    month = Month("")
+    month_ends = start  # rows come oldest first: find the month only when one ends
     for row in repository.activity_stream(conn, program_id, start, end):
-        key = row.occurred_at.astimezone(zone).strftime("%Y-%m")
-        month = months.get(key) or months.setdefault(key, Month(key))
+        if row.occurred_at >= month_ends:
+            local = row.occurred_at.astimezone(zone)
+            key = local.strftime("%Y-%m")
+            month = months.get(key) or months.setdefault(key, Month(key))
+            month_ends = _next_month(local)
         month.activities += 1
         month.actual_points += int(row.points)
         month.simulated_points += _replay_one(
@@ -112,6 +117,13 @@ def simulate(
     return result
 
 
+def _next_month(local: datetime) -> datetime:
+    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if first.month == 12:
+        return first.replace(year=first.year + 1, month=1)
+    return first.replace(month=first.month + 1)
+
+
 def _replay_one(
     spec: ProgramSpec,
     row: Any,
@@ -130,7 +142,9 @@ def _replay_one(
         return 0
     facts = _facts(row)
     counts = member_counts[member.id]
-    evaluation = engine.evaluate(spec, facts, member, engine.Counters(counts, program_counts))
+    evaluation = engine.evaluate(
+        spec, facts, member, engine.Counters(counts, program_counts), dates=False
+    )
     for delta in evaluation.counters:
         if delta.member:
             points, times = counts.get(delta.key, (0, 0))

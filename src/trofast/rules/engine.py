@@ -212,6 +212,12 @@ class CompiledProgram:
     by_id: Mapping[str, _CompiledRule]
     cards: Mapping[str, StampCard]
     stateful_triggers: frozenset[str]
+    fields: frozenset[str]
+    line_conditions: bool
+
+    def needs(self, prefix: str) -> bool:
+        """Whether any condition reads a field starting with `prefix`."""
+        return any(f.startswith(prefix) for f in self.fields)
 
 
 _compiled: dict[int, tuple[ProgramSpec, CompiledProgram]] = {}
@@ -225,16 +231,16 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
         return hit[1]
     rules = spec.rules
     if rules is None:
-        rules = [
-            Rule(
-                id=BASE_RULE,
-                effect=PerAmount(
-                    kind="per_amount", points=spec.earn.points, per_amount=spec.earn.per_amount
-                ),
-            )
-        ]
-        if spec.earn.points == 0:
-            rules = []
+        rules = []
+        if spec.earn.points > 0:  # `earn.points: 0` is valid and earns nothing
+            rules = [
+                Rule(
+                    id=BASE_RULE,
+                    effect=PerAmount(
+                        kind="per_amount", points=spec.earn.points, per_amount=spec.earn.per_amount
+                    ),
+                )
+            ]
     compiled_rules = [
         _CompiledRule(
             rule=rule,
@@ -259,6 +265,12 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
             or c.rule.limits.budget is not None
             or isinstance(c.rule.effect, Stamp | Cashback)
         ),
+        fields=frozenset(
+            clause.field
+            for rule in rules
+            for clause in [*rule.when, *(rule.lines.when if rule.lines else [])]
+        ),
+        line_conditions=any(c.line_when is not None for c in compiled_rules),
     )
     with _compile_lock:
         _compiled[id(spec)] = (spec, program)
@@ -313,11 +325,14 @@ def counter_keys(program: CompiledProgram, facts: ActivityFacts) -> tuple[set[st
 
 
 def activity_context(
-    spec: ProgramSpec, facts: ActivityFacts, member: MemberSnapshot
+    spec: ProgramSpec,
+    facts: ActivityFacts,
+    member: MemberSnapshot,
+    program: CompiledProgram | None = None,
 ) -> dict[str, Any]:
-    """The flat, read-only context conditions see."""
+    """The flat, read-only context conditions see; with `program`, only the parts its
+    conditions read are computed."""
     local = facts.occurred_at.astimezone(spec.zone)
-    today = local.date()
     ctx: dict[str, Any] = {
         "activity.type": facts.type,
         "activity.amount": facts.amount,
@@ -330,6 +345,20 @@ def activity_context(
         "member.tags": member.tags,
         "member.channel": member.channel,
         "tier.name": member.tier,
+    }
+    if program is None or program.needs("now."):
+        ctx.update(_time_context(local))
+    if program is None or program.needs("activity.attributes."):
+        for name, value in facts.attributes.items():
+            ctx[f"activity.attributes.{name}"] = value
+    if program is None or program.needs("member."):
+        ctx.update(_member_context(spec, member, local.date()))
+    return ctx
+
+
+def _time_context(local: datetime) -> dict[str, Any]:
+    today = local.date()
+    return {
         "now.date": today.isoformat(),
         "now.year": local.year,
         "now.month": local.month,
@@ -338,16 +367,22 @@ def activity_context(
         "now.hour": local.hour,
         "now.minute": local.minute,
     }
-    for name, value in facts.attributes.items():
-        ctx[f"activity.attributes.{name}"] = value
+
+
+def _member_context(spec: ProgramSpec, member: MemberSnapshot, today: date) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
     if member.birth_date is not None:
         born = member.birth_date
         ctx["member.age"] = (
             today.year - born.year - ((today.month, today.day) < (born.month, born.day))
         )
-        birthday = _birthday_in(born, today.year)
-        ctx["member.birthday_today"] = birthday == today
-        ctx["member.birthday_week"] = birthday.isocalendar()[:2] == today.isocalendar()[:2]
+        ctx["member.birthday_today"] = _birthday_in(born, today.year) == today
+        # An ISO week may span New Year: look at the birthdays on either side of it too.
+        week = today.isocalendar()[:2]
+        ctx["member.birthday_week"] = any(
+            _birthday_in(born, year).isocalendar()[:2] == week
+            for year in (today.year - 1, today.year, today.year + 1)
+        )
     if member.enrolled_at is not None:
         ctx["member.days_enrolled"] = (today - member.enrolled_at.astimezone(spec.zone).date()).days
     return ctx
@@ -365,9 +400,12 @@ def evaluate(
     facts: ActivityFacts,
     member: MemberSnapshot,
     counters: Counters | None = NO_COUNTERS,
+    *,
+    dates: bool = True,
 ) -> Evaluation:
     """The effects of `facts` for `member`. `counters=None` ignores limits and budgets
-    (used to price what the rest of a partly returned purchase keeps)."""
+    (used to price what the rest of a partly returned purchase keeps); `dates=False` skips
+    vesting and expiry dates (simulations need only the points)."""
     result = Evaluation()
     if member.status != "active":
         return result
@@ -375,8 +413,11 @@ def evaluate(
     rules = program.by_trigger.get(facts.trigger, ())
     if not rules:
         return result
-    ctx = activity_context(spec, facts, member)
-    lines = [(line, {**ctx, **_line_context(line)}) for line in facts.lines]
+    ctx = activity_context(spec, facts, member, program)
+    if program.line_conditions:
+        lines = [(line, {**ctx, **_line_context(line)}) for line in facts.lines]
+    else:
+        lines = [(line, ctx) for line in facts.lines]
     local_day = facts.occurred_at.astimezone(spec.zone).date()
     earned: dict[str, int] = {}
     done_groups: set[str] = set()
@@ -425,6 +466,7 @@ def evaluate(
             counters,
             dry=False,
             into=result,
+            dates=dates,
         )
         if value or note:
             result.outcomes.append(RuleOutcome(rule.id, value, note))
@@ -456,6 +498,7 @@ def _apply(
     *,
     dry: bool,
     into: Evaluation | None = None,
+    dates: bool = True,
 ) -> tuple[int, str]:
     """What one rule gives: (value, note). Unless `dry`, records its effects in `into`."""
     rule = compiled.rule
@@ -475,7 +518,7 @@ def _apply(
         return 0, f"below the minimum amount {rule.min_amount}" if rule.min_amount else ""
     effect = rule.effect
     if isinstance(effect, Stamp):
-        return _stamp(program, rule, effect, units, member_counts, dry, into, facts)
+        return _stamp(program, rule, effect, units, member_counts, dry, into, facts, dates)
     raw = _raw_value(program, compiled, effect, facts, chosen, amount, units, earned)
     if raw <= 0:
         return 0, ""
@@ -486,9 +529,7 @@ def _apply(
     if isinstance(effect, Cashback):
         into.cashback.append(CashbackEffect(value, rule.id))
     else:
-        vests_at, expires_at = lot_dates(
-            program.spec, facts.occurred_at, vesting_days=rule.vesting_days, expiry=rule.expiry
-        )
+        vests_at, expires_at = _dates(program, rule, facts) if dates else (None, None)
         into.points.append(PointsEffect(value, rule.id, vests_at, expires_at))
     if counters is not None:
         _count(rule, value, local_day, member_counts, into)
@@ -598,6 +639,7 @@ def _stamp(
     dry: bool,
     into: Evaluation | None,
     facts: ActivityFacts,
+    dates: bool,
 ) -> tuple[int, str]:
     stamps = units if effect.per == "unit" else 1
     if stamps <= 0:
@@ -612,15 +654,16 @@ def _stamp(
     into.counters.append(CounterDelta(key, left - have, 0))
     note = f"{stamps} stamp(s) on {card.id}: {left}/{card.stamps}"
     if filled:
-        vests_at, expires_at = lot_dates(
-            program.spec, facts.occurred_at, vesting_days=rule.vesting_days, expiry=rule.expiry
-        )
+        vests_at, expires_at = _dates(program, rule, facts) if dates else (None, None)
         reward = filled * card.reward_points
         into.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
         return reward, note + f", {filled} card(s) completed"
     return 0, note
 
 
-def keep_points(spec: ProgramSpec, facts: ActivityFacts, member: MemberSnapshot) -> int:
-    """Points what remains of a partly returned purchase earns (limits ignored)."""
-    return evaluate(spec, facts, member, counters=None).total_points
+def _dates(
+    program: CompiledProgram, rule: Rule, facts: ActivityFacts
+) -> tuple[datetime | None, datetime | None]:
+    return lot_dates(
+        program.spec, facts.occurred_at, vesting_days=rule.vesting_days, expiry=rule.expiry
+    )
