@@ -44,15 +44,17 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
 
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert unless the external_id exists (then None): no failed statement, no savepoint."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(activities)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["program_id", "external_id"])
-        .returning(activities.c.id)
-    )
-    value = conn.execute(stmt).scalar_one_or_none()
+    stmt = _INSERT_NEW[conn.dialect.name == "postgresql"]
+    value = conn.execute(stmt, values).scalar_one_or_none()
     return None if value is None else int(value)
+
+
+_INSERT_NEW = {
+    is_pg: dialect.insert(activities)
+    .on_conflict_do_nothing(index_elements=["program_id", "external_id"])
+    .returning(activities.c.id)
+    for is_pg, dialect in ((True, postgresql), (False, sqlite))
+}
 
 
 def returns_of(conn: Connection, original_id: int) -> list[AnyRow]:

@@ -106,7 +106,7 @@ def find_taken(
 
 
 def insert(conn: Connection, values: dict[str, Any]) -> int:
-    return int(conn.execute(members.insert().values(**values).returning(members.c.id)).scalar_one())
+    return int(conn.execute(members.insert().returning(members.c.id), values).scalar_one())
 
 
 def update_fields(

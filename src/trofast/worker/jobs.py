@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,45 +30,51 @@ class JobReport:
     birthdays: int = 0
 
 
-def run_due(db: Database, clock: Clock) -> JobReport:
-    """Vest and then expire every due lot of every program, in chunks of one transaction."""
+def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> JobReport:
+    """Vest and then expire every due lot of every program (or of `program_ids`), in chunks
+    of one transaction each, then grant birthdays."""
     report = JobReport()
     now = clock.now()
-    with db.read() as conn:
-        program_ids = [int(r.id) for r in program_reads.list_programs(conn)]
+    if program_ids is None:
+        program_ids = _all_programs(db)
     for program_id in program_ids:
         ctx = ledger.Context(program_id, now, "job")
-        report.vested += _drain(db, ctx, ledger_reads.due_for_vesting, ledger.Vest)
-        report.expired += _drain(db, ctx, ledger_reads.due_for_expiry, ledger.Expire)
-    report.birthdays = grant_birthdays(db, clock)
+        report.vested += _drain(db, ctx, ledger_reads.due_for_vesting, ledger.vest_many)
+        report.expired += _drain(db, ctx, ledger_reads.due_for_expiry, _expire_each)
+    report.birthdays = grant_birthdays(db, clock, program_ids)
     return report
+
+
+def _all_programs(db: Database) -> list[int]:
+    with db.read() as conn:
+        return [int(r.id) for r in program_reads.list_programs(conn)]
+
+
+def _expire_each(conn: Connection, ctx: ledger.Context, lot_ids: Sequence[int]) -> int:
+    return sum(1 for lot_id in lot_ids if ledger.post(conn, ctx, ledger.Expire(lot_id)))
 
 
 def _drain(
     db: Database,
     ctx: ledger.Context,
     due: Callable[[Connection, int, datetime, int], list[int]],
-    make: Callable[[int], ledger.Vest | ledger.Expire],
+    move: Callable[[Connection, ledger.Context, Sequence[int]], int],
 ) -> int:
     done = 0
     while True:
         with db.write() as conn:
             lot_ids = due(conn, ctx.program_id, ctx.now, CHUNK)
-            for lot_id in lot_ids:
-                if ledger.post(conn, ctx, make(lot_id)) is not None:
-                    done += 1
+            done += move(conn, ctx, lot_ids)
         if len(lot_ids) < CHUNK:
             return done
 
 
-def grant_birthdays(db: Database, clock: Clock) -> int:
+def grant_birthdays(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
     """Record a `birthday` event for members whose birthday fell in the last week (program
     time zone), in programs with birthday rules; once per member and year."""
     now = clock.now()
     granted = 0
-    with db.read() as conn:
-        program_ids = [int(r.id) for r in program_reads.list_programs(conn)]
-    for program_id in program_ids:
+    for program_id in _all_programs(db) if program_ids is None else program_ids:
         with db.write() as conn:
             program = programs.current(conn, program_id)
             if "birthday" not in engine.compile_program(program.spec).by_trigger:
