@@ -122,6 +122,35 @@ def load_counters(
     return mine, shared
 
 
+def load_counters_many(
+    conn: Connection,
+    program_id: int,
+    member_ids: set[int],
+    member_keys: set[str],
+    program_keys: set[str],
+    now: datetime,
+) -> tuple[dict[int, dict[str, tuple[int, int]]], dict[str, int]]:
+    """`load_counters` for many members at once: counters per member, program counters."""
+    _, shared = load_counters(conn, program_id, 0, set(), program_keys, now)
+    per_member: dict[int, dict[str, tuple[int, int]]] = {}
+    if member_ids and member_keys:
+        rows = conn.execute(
+            select(
+                rule_counters.c.member_id,
+                rule_counters.c.key,
+                rule_counters.c.points,
+                rule_counters.c.times,
+            ).where(
+                rule_counters.c.program_id == program_id,
+                rule_counters.c.member_id.in_(member_ids),
+                rule_counters.c.key.in_(member_keys),
+            )
+        ).all()
+        for r in rows:
+            per_member.setdefault(int(r.member_id), {})[str(r.key)] = (int(r.points), int(r.times))
+    return per_member, shared
+
+
 def add_to_counters(
     conn: Connection, program_id: int, deltas: list[tuple[int, str, int, int]], now: datetime
 ) -> None:

@@ -401,10 +401,8 @@ def _bulk_earning(
     items: list[PurchaseIn | EventIn],
 ) -> list[ActivityResult | Problem]:
     """Purchases and events in bulk: one query finds duplicates, one finds and locks the
-    members, the rules run in memory, and each table gets one multi-row insert."""
-    compiled = engine.compile_program(program.spec)
-    if any(_trigger(item) in compiled.stateful_triggers for item in items):
-        raise _UseSinglePath()  # limits, stamps and cashback keep per-member state
+    members, one loads their rule counters, the rules run in memory in order, and each
+    table gets one multi-row statement."""
     out: list[ActivityResult | Problem | None] = [None] * len(items)
     bodies = [item.model_dump(mode="json", exclude_none=True) for item in items]
     digests = [request_hash(body) for body in bodies]
@@ -417,11 +415,10 @@ def _bulk_earning(
     )
     by_id = {int(r.id): r for r in rows}
     by_number = {str(r.loyalty_number): r for r in rows}
-    running: dict[int, ledger.Balance] = {}
     first_seen: dict[str, int] = {}
     copies: list[tuple[int, int]] = []
-    prepared: list[tuple[int, _Prepared]] = []
-    for k, (item, body, digest) in enumerate(zip(items, bodies, digests, strict=True)):
+    accepted: list[tuple[int, engine.ActivityFacts, AnyRow | None]] = []
+    for k, (item, digest) in enumerate(zip(items, digests, strict=True)):
         try:
             if item.external_id in existing:
                 out[k] = _replay(existing[item.external_id], digest)
@@ -447,22 +444,46 @@ def _bulk_earning(
         except Problem as problem:
             out[k] = problem
             continue
-        before = None
+        if member is not None and int(member.debt) > 0:
+            raise _UseSinglePath()
+        first_seen[item.external_id] = k
+        accepted.append((k, facts_of(item, occurred_at), member))
+    counts, shared = _load_batch_counters(conn, program, ctx, accepted)
+    running: dict[int, ledger.Balance] = {}
+    prepared: list[tuple[int, _Prepared]] = []
+    deltas: dict[tuple[int, str], list[int]] = {}
+    for k, facts, member in accepted:
+        before = counters = None
         if member is not None:
-            if int(member.debt) > 0:
-                raise _UseSinglePath()
-            before = running.get(int(member.id)) or ledger.Balance.of(member)
-        facts = facts_of(item, occurred_at)
+            member_id = int(member.id)
+            before = running.get(member_id) or ledger.Balance.of(member)
+            counters = engine.Counters(counts.setdefault(member_id, {}), shared)
         ready = _prepare(
-            program, ctx, item, facts, member, before, engine.NO_COUNTERS, body, digest
+            program,
+            ctx,
+            items[k],
+            facts,
+            member,
+            before,
+            counters or engine.NO_COUNTERS,
+            bodies[k],
+            digests[k],
         )
         if member is not None and ready.expected is not None:
             running[int(member.id)] = ready.expected
-        first_seen[item.external_id] = k
+            engine.apply_counters(counts[int(member.id)], shared, ready.evaluation.counters)
+            for d in ready.evaluation.counters:
+                total = deltas.setdefault((int(member.id) if d.member else 0, d.key), [0, 0])
+                total[0] += d.points
+                total[1] += d.times
         prepared.append((k, ready))
     ids = repository.insert_many(conn, [ready.row for _, ready in prepared])
     earns = [e for (_, ready), i in zip(prepared, ids, strict=True) if (e := ready.earn(i))]
+    earns += _cashback_earns(conn, program, prepared, ids)
     ledger.post_earns(conn, ctx, earns)
+    repository.add_to_counters(
+        conn, program.program_id, [(m, key, p, t) for (m, key), (p, t) in deltas.items()], ctx.now
+    )
     accounts = {
         int(ready.member.account_id): int(ready.member.id)
         for _, ready in prepared
@@ -483,6 +504,69 @@ def _bulk_earning(
     if len(done) != len(items):
         raise InvariantBroken("a batch item was left unanswered")
     return done
+
+
+def _load_batch_counters(
+    conn: Connection,
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    accepted: list[tuple[int, engine.ActivityFacts, AnyRow | None]],
+) -> tuple[dict[int, dict[str, tuple[int, int]]], dict[str, int]]:
+    """The rule counters every accepted item may read, in two queries at most."""
+    compiled = engine.compile_program(program.spec)
+    member_keys: set[str] = set()
+    program_keys: set[str] = set()
+    member_ids: set[int] = set()
+    for _, facts, member in accepted:
+        if member is None or facts.trigger not in compiled.stateful_triggers:
+            continue
+        mine, ours = engine.counter_keys(compiled, facts)
+        member_keys |= mine
+        program_keys |= ours
+        member_ids.add(int(member.id))
+    return repository.load_counters_many(
+        conn, program.program_id, member_ids, member_keys, program_keys, ctx.now
+    )
+
+
+def _cashback_earns(
+    conn: Connection,
+    program: ProgramVersion,
+    prepared: list[tuple[int, _Prepared]],
+    ids: list[int],
+) -> list[ledger.Earn]:
+    """Wallet credits for the batch's cashback, wallets opened as needed."""
+    wanted = [
+        (ready, activity_id)
+        for (_, ready), activity_id in zip(prepared, ids, strict=True)
+        if ready.evaluation.cashback and ready.member is not None
+    ]
+    if not wanted:
+        return []
+    wallets = ledger.open_wallets(
+        conn, program.program_id, {int(ready.member.id) for ready, _ in wanted if ready.member}
+    )
+    if any(debt > 0 for _, debt in wallets.values()):
+        raise _UseSinglePath()
+    earns = []
+    for ready, activity_id in wanted:
+        assert ready.member is not None
+        vests_at, _ = engine.lot_dates(program.spec, ready.occurred_at)
+        earns.append(
+            ledger.Earn(
+                member_id=int(ready.member.id),
+                account_id=wallets[int(ready.member.id)][0],
+                credits=[
+                    ledger.Credit(c.amount, c.rule, vests_at, None)
+                    for c in ready.evaluation.cashback
+                ],
+                idempotency_key=f"activity:{activity_id}:money",
+                effective_at=ready.occurred_at,
+                activity_id=activity_id,
+                unit=ledger.MONEY,
+            )
+        )
+    return earns
 
 
 def _trigger(data: PurchaseIn | EventIn) -> str:

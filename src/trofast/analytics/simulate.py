@@ -145,12 +145,7 @@ def _replay_one(
     evaluation = engine.evaluate(
         spec, facts, member, engine.Counters(counts, program_counts), dates=False
     )
-    for delta in evaluation.counters:
-        if delta.member:
-            points, times = counts.get(delta.key, (0, 0))
-            counts[delta.key] = (points + delta.points, times + delta.times)
-        else:
-            program_counts[delta.key] = program_counts.get(delta.key, 0) + delta.points
+    engine.apply_counters(counts, program_counts, evaluation.counters)
     points = evaluation.total_points
     if row.type == "purchase":
         purchases[int(row.id)] = (int(row.amount or 0), points)

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
@@ -223,6 +225,39 @@ def wallet_account(conn: Connection, program_id: int, member_id: int) -> int:
         if opened is None:
             raise InvariantBroken(f"member {member_id}: wallet neither new nor existing") from None
         return opened
+
+
+def open_wallets(
+    conn: Connection, program_id: int, member_ids: set[int]
+) -> dict[int, tuple[int, int]]:
+    """Money wallets of several members, opened as needed: member id -> (account id, debt)."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        dialect_insert(accounts).on_conflict_do_nothing(
+            index_elements=["program_id", "member_id", "kind", "unit"]
+        ),
+        [
+            {
+                "program_id": program_id,
+                "member_id": member_id,
+                "kind": MEMBER,
+                "unit": MONEY,
+                "debits_must_not_exceed_credits": True,
+            }
+            for member_id in sorted(member_ids)
+        ],
+    )
+    rows = conn.execute(
+        select(accounts.c.member_id, accounts.c.id, accounts.c.debt)
+        .where(
+            accounts.c.member_id.in_(member_ids),
+            accounts.c.kind == MEMBER,
+            accounts.c.unit == MONEY,
+        )
+        .order_by(accounts.c.id)
+        .with_for_update()
+    ).all()
+    return {int(r.member_id): (int(r.id), int(r.debt)) for r in rows}
 
 
 def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:

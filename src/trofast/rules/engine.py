@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from trofast.ledger.allocation import expiry_after_months, expiry_end_of_year, vesting_time
@@ -160,15 +160,18 @@ def lot_dates(
     vesting_days: int | None = None,
     expiry: Expiry | None = None,
 ) -> tuple[datetime | None, datetime | None]:
-    """(vests_at, expires_at) for points earned at `earned_at`; a rule may override both."""
+    """(vests_at, expires_at) for points earned at `earned_at`, in UTC; a rule may override
+    both. Months count in the program's zone, never in the offset the activity was sent with."""
     policy = expiry or spec.expiry
     expires_at: datetime | None = None
     if isinstance(policy, ExpiryAfterMonths):
-        expires_at = expiry_after_months(earned_at, policy.months)
+        local = earned_at.astimezone(spec.zone)
+        expires_at = expiry_after_months(local, policy.months).astimezone(UTC)
     elif isinstance(policy, ExpiryEndOfYear):
-        expires_at = expiry_end_of_year(earned_at, policy.years_after, spec.zone)
+        expires_at = expiry_end_of_year(earned_at, policy.years_after, spec.zone).astimezone(UTC)
     days = spec.vesting_days if vesting_days is None else vesting_days
-    return vesting_time(earned_at, days), expires_at
+    vests_at = vesting_time(earned_at, days)
+    return (None if vests_at is None else vests_at.astimezone(UTC)), expires_at
 
 
 # --- compilation -------------------------------------------------------------------------
@@ -319,6 +322,18 @@ def counter_keys(program: CompiledProgram, facts: ActivityFacts) -> tuple[set[st
         if isinstance(rule.effect, Stamp):
             member.add(stamp_key(rule.effect.card))
     return member, programwide
+
+
+def apply_counters(
+    member: dict[str, tuple[int, int]], program: dict[str, int], deltas: list[CounterDelta]
+) -> None:
+    """Add an evaluation's counter deltas to in-memory counters (batches, simulations)."""
+    for delta in deltas:
+        if delta.member:
+            points, times = member.get(delta.key, (0, 0))
+            member[delta.key] = (points + delta.points, times + delta.times)
+        else:
+            program[delta.key] = program.get(delta.key, 0) + delta.points
 
 
 # --- evaluation --------------------------------------------------------------------------
