@@ -2,8 +2,9 @@
 
 `ensure_demo` applies the Kaffekoppen program (the text of examples/cafe.yaml), plans
 18 months of members, purchases and returns with `random.Random(2026)`, and plays them
-forward day by day on a `FixedClock`: enrolments, purchases, returns and reward spends
-go through `members.service.enrol`, `activities.service.ingest` and `ledger.service.post`,
+forward day by day on a `FixedClock`, one transaction per day: enrolments go through
+`members.service.enrol`, runs of purchases through `activities.service.ingest_many` (as a
+till uploads them), returns through `ingest`, reward spends through `ledger.service.post`,
 and the vesting and expiry jobs run every simulated night. The same arguments always
 produce the same members, loyalty numbers and activities.
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate, groupby
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -33,7 +35,7 @@ from sqlalchemy import Connection
 
 from trofast.access import service as access
 from trofast.activities import service as activities
-from trofast.activities.schemas import LineIn, PurchaseIn, ReturnIn, SalesChannel
+from trofast.activities.schemas import EventIn, LineIn, PurchaseIn, ReturnIn, SalesChannel
 from trofast.kit.auth import Scope
 from trofast.kit.clock import FixedClock, SystemClock
 from trofast.kit.db import Database
@@ -45,7 +47,7 @@ from trofast.members import service as member_service
 from trofast.members.schemas import Channel, MemberIn
 from trofast.programs import service as programs
 from trofast.programs.service import ProgramVersion
-from trofast.programs.spec import parse_document
+from trofast.programs.spec import ProgramSpec, parse_document
 
 PROGRAM_KEY = "kaffekoppen"
 SEED = 2026
@@ -75,6 +77,38 @@ expiry:
   kind: after_months
   months: 12
 negative_balance: forbid
+rules:
+  - id: base
+    name: En böna per 10 kr
+    effect: {kind: per_amount, points: 1, per_amount: 1000}
+  - id: weekend-fika
+    name: Dubbla bönor på fikabröd på helgen
+    priority: 200
+    lines: {categories: [bakery]}
+    when:
+      - {field: now.weekday, op: in, value: [6, 7]}
+    effect: {kind: multiplier, percent: 200, of: [base]}
+    limits:
+      per_member: [{period: day, points: 20}]
+  - id: coffee-card
+    name: Var tionde kaffe bjuder vi på
+    lines: {categories: [coffee]}
+    effect: {kind: stamp, card: kaffekort}
+  - id: welcome
+    name: Välkomstbonus
+    on: signup
+    effect: {kind: fixed, points: 25}
+  - id: birthday
+    name: Födelsedagsbonus
+    on: birthday
+    effect: {kind: fixed, points: 100}
+    limits:
+      per_member: [{period: year, times: 1}]
+stamp_cards:
+  - id: kaffekort
+    name: Kaffekort
+    stamps: 10
+    reward_points: 40 # a free coffee is worth about 40 bönor
 """
 
 
@@ -132,7 +166,7 @@ WEBSHOP = (
     Product("kaffekopp-mugg", "merchandise", 19900),
 )
 #: Rewards a member can spend bönor on at the till: (reference stem, points).
-REWARDS = (("rabatt-10kr", 100), ("bryggkaffe", 350), ("kanelbulle", 390), ("fika", 700))
+REWARDS = (("bryggkaffe", 350), ("kanelbulle", 390), ("rabatt-50kr", 500), ("fika", 700))
 
 # fmt: off
 FIRST_NAMES = (
@@ -159,16 +193,28 @@ HOURS = (7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 HOUR_WEIGHTS = (4, 12, 9, 7, 8, 12, 10, 7, 9, 7, 5, 3)
 WEB_HOURS = tuple(range(6, 24))
 WEEKDAY_WEIGHTS = (0.9, 0.95, 1.0, 1.0, 1.1, 1.25, 1.0)  # Monday .. Sunday
-#: Visits per week, share of members, chance of drifting away, chance to use rewards.
+
+
+class Persona(NamedTuple):
+    """How a kind of member behaves; visit rates are relative (scaled to the purchases asked)."""
+
+    name: str
+    visits_per_week: float
+    share: float  # of all members
+    drift: float  # chance to stop coming at some point
+    redeem: float  # chance to take a reward on a visit when one is affordable
+
+
 PERSONAS = (
-    ("daily", 4.0, 0.08, 0.05, 0.35),
-    ("weekly", 1.0, 0.17, 0.15, 0.25),
-    ("monthly", 0.25, 0.35, 0.30, 0.15),
-    ("rare", 0.05, 0.40, 0.30, 0.05),
+    Persona("daily", 4.0, 0.08, 0.05, 0.15),
+    Persona("weekly", 1.0, 0.17, 0.15, 0.20),
+    Persona("monthly", 0.25, 0.35, 0.30, 0.30),
+    Persona("rare", 0.05, 0.40, 0.30, 0.30),
 )
+REDEEMER_SHARE = 0.5  # the others never spend their bönor (breakage)
 ANONYMOUS_SHARE = 0.15
-JOB_LIMIT = 1_000_000  # one simulated night's lots all fit in one transaction
 RETURN_SHARE = 0.02
+JOB_LIMIT = 1_000_000  # one simulated night's due lots all go in one transaction
 
 
 @dataclass
@@ -208,7 +254,9 @@ class _Event:
 
 
 @dataclass
-class _Stats:
+class DemoStats:
+    """What a generation did."""
+
     members: int = 0
     purchases: int = 0
     returns: int = 0
@@ -255,14 +303,15 @@ def ensure_demo(
 
 def generate(
     db: Database, *, members: int, purchases: int, console: Console, program_key: str
-) -> _Stats:
+) -> DemoStats:
     """Apply the program and play the planned 18 months through the services."""
     rng = random.Random(SEED)
     people, events = _plan(rng, members, purchases)
-    spec = parse_document(PROGRAM_DOCUMENT).model_copy(update={"key": program_key})
+    document = parse_document(PROGRAM_DOCUMENT).model_dump()
+    spec = ProgramSpec.model_validate({**document, "key": program_key})
     with db.write() as conn:
         program = programs.apply(conn, spec, START)
-    stats = _Stats()
+    stats = DemoStats()
     play_rng = random.Random(rng.getrandbits(64))  # loyalty numbers and reward choices
     columns = (
         TextColumn("{task.description}"),
@@ -294,7 +343,8 @@ def _plan(rng: random.Random, members: int, purchases: int) -> tuple[list[_Perso
     first = _local_date(START) + timedelta(days=1)
     days = [first + timedelta(days=n) for n in range((_local_date(NOW) - first).days)]
     people = _people(rng, members, days)
-    sales = [_enrolment_sale(rng, i, p) for i, p in enumerate(people) if p.data.channel == "store"]
+    at_till = [i for i, p in enumerate(people) if p.data.channel == Channel.store]
+    sales = [_enrolment_sale(rng, i, people[i]) for i in at_till]
     member_sales = max(0, round(purchases * (1 - ANONYMOUS_SHARE)) - len(sales))
     sales += _member_sales(rng, people, days, member_sales)
     sales += [_anonymous_sale(rng, days) for _ in range(max(0, purchases - len(sales)))]
@@ -316,8 +366,7 @@ def _people(rng: random.Random, count: int, days: list[date]) -> list[_Person]:
     launch = max(1, count // 5)  # a fifth join in the launch fortnight
     for n in range(count):
         day = rng.randrange(14) if n < launch else rng.randrange(len(days))
-        persona = rng.choices(PERSONAS, weights=[p[2] for p in PERSONAS])[0]
-        _name, visits, _share, drift, redeem = persona
+        persona = rng.choices(PERSONAS, weights=[p.share for p in PERSONAS])[0]
         channel = rng.choices((Channel.store, Channel.app, Channel.online), (60, 30, 10))[0]
         first_name, last_name = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         email: str | None = _unique(emails, rng, _email(rng, first_name, last_name))
@@ -331,7 +380,7 @@ def _people(rng: random.Random, count: int, days: list[date]) -> list[_Person]:
         hours = HOURS if channel == Channel.store else WEB_HOURS
         enrolled_at = _local_time(rng, days[day], hours)
         last_day = len(days) - 1
-        if rng.random() < drift:
+        if rng.random() < persona.drift:
             last_day = rng.randint(day, last_day)
         active_weeks = max(0, last_day - day) / 7
         people.append(
@@ -349,9 +398,9 @@ def _people(rng: random.Random, count: int, days: list[date]) -> list[_Person]:
                 enrolled_at=enrolled_at,
                 first_day=min(day + 1, len(days) - 1),
                 last_day=last_day,
-                weight=visits * active_weeks * rng.uniform(0.5, 1.5),
+                weight=persona.visits_per_week * active_weeks * rng.uniform(0.5, 1.5),
                 home=rng.choices(STORES, [s.weight for s in STORES])[0],
-                redeem=redeem if rng.random() < 0.6 else 0.0,
+                redeem=persona.redeem if rng.random() < REDEEMER_SHARE else 0.0,
             )
         )
     return people
@@ -520,12 +569,12 @@ def _play(
     people: list[_Person],
     events: list[_Event],
     rng: random.Random,
-    stats: _Stats,
+    stats: DemoStats,
     advance: Callable[[int], None],
 ) -> None:
     """One transaction per simulated day: the night's jobs first, then the day's events."""
     clock = FixedClock(START)
-    member_ids: dict[int, tuple[int, int]] = {}  # person index -> (member id, account id)
+    player = _Player(program, people, rng, stats)
     for day, batch in groupby(events, key=lambda e: _local_date(e.at)):
         day_events = list(batch)
         clock.set(_local_time_at(day, 3, 0))
@@ -533,96 +582,121 @@ def _play(
             _run_jobs(conn, program, clock.now(), stats)
             for event in day_events:
                 clock.set(event.at)
-                _apply(conn, program, people, event, member_ids, rng, clock.now(), stats)
+                player.apply(conn, event, clock.now())
+            player.flush(conn, clock.now())
         advance(len(day_events))
     clock.set(NOW)
     with db.write() as conn:
         _run_jobs(conn, program, clock.now(), stats)
 
 
-def _apply(
-    conn: Connection,
-    program: ProgramVersion,
-    people: list[_Person],
-    event: _Event,
-    member_ids: dict[int, tuple[int, int]],
-    rng: random.Random,
-    now: datetime,
-    stats: _Stats,
-) -> None:
-    what = event.what
-    if isinstance(what, _Person):
-        member = member_service.enrol(conn, program, what.data, now, rng=rng)
-        account = member_service.resolve_with_account(conn, program.program_id, member_id=member.id)
-        member_ids[event.person] = (member.id, int(account.account_id))
-        stats.members += 1
-    elif isinstance(what, _Sale):
+class _Player:
+    """Turns planned events into service calls; runs of purchases go in one batch ingest."""
+
+    def __init__(
+        self, program: ProgramVersion, people: list[_Person], rng: random.Random, stats: DemoStats
+    ) -> None:
+        self.program, self.people, self.rng, self.stats = program, people, rng, stats
+        self.members: dict[int, tuple[int, int]] = {}  # person -> (member id, account id)
+        self.till: list[PurchaseIn | ReturnIn | EventIn | Problem] = []
+
+    def apply(self, conn: Connection, event: _Event, now: datetime) -> None:
+        what = event.what
+        if isinstance(what, _Person):
+            self._enrol(conn, event.person, what, now)
+        elif isinstance(what, _Sale):
+            self._sale(conn, what, now)
+        else:
+            self.flush(conn, now)  # the purchase may still be in the batch
+            refund = ReturnIn(
+                type="return",
+                external_id=f"{what.sale.receipt}-R",
+                original_external_id=what.sale.receipt,
+                occurred_at=what.at,
+                lines=what.lines,
+            )
+            activities.ingest(conn, self.program, refund, now, ACTOR)
+            self.stats.returns += 1
+
+    def flush(self, conn: Connection, now: datetime) -> None:
+        """Ingest the purchases rung up so far, received `now`; any rejection is a bug."""
+        if not self.till:
+            return
+        results = activities.ingest_many(conn, self.program, self.till, now, ACTOR)
+        rejected = [r for r in results if isinstance(r, Problem)]
+        if rejected:
+            raise rejected[0]
+        self.stats.purchases += len(self.till)
+        self.till = []
+
+    def _enrol(self, conn: Connection, person: int, plan: _Person, now: datetime) -> None:
+        member = member_service.enrol(conn, self.program, plan.data, now, rng=self.rng)
+        row = member_service.resolve_with_account(
+            conn, self.program.program_id, member_id=member.id
+        )
+        self.members[person] = (member.id, int(row.account_id))
+        self.stats.members += 1
+
+    def _sale(self, conn: Connection, sale: _Sale, now: datetime) -> None:
         member_id = None
-        if what.person is not None:
-            member_id, account_id = member_ids[what.person]
-            spender = people[what.person]
-            if _maybe_spend(conn, program, spender, member_id, account_id, what.receipt, rng, now):
-                stats.spends += 1
-        purchase = PurchaseIn(
-            type="purchase",
-            external_id=what.receipt,
+        if sale.person is not None:
+            member_id, account_id = self.members[sale.person]
+            self._maybe_spend(conn, self.people[sale.person], member_id, account_id, sale, now)
+        self.till.append(
+            PurchaseIn(
+                type="purchase",
+                external_id=sale.receipt,
+                member_id=member_id,
+                occurred_at=sale.at,
+                amount=sum(line.amount for line in sale.lines),
+                currency=self.program.spec.currency,
+                store=sale.store.code if sale.store else None,
+                channel=sale.channel,
+                lines=sale.lines,
+            )
+        )
+
+    def _maybe_spend(
+        self,
+        conn: Connection,
+        person: _Person,
+        member_id: int,
+        account_id: int,
+        sale: _Sale,
+        now: datetime,
+    ) -> None:
+        """At the till, a member who can afford a reward sometimes takes one.
+
+        Purchases still in the batch cannot change what is available: with 14 vesting
+        days their points are pending, so the balance read here is the true one.
+        """
+        if person.redeem == 0:
+            return
+        counters = ledger.lock_account(conn, self.program.program_id, account_id)
+        available = ledger.Balance.of(counters).available
+        affordable = [r for r in REWARDS if r[1] <= available]
+        if not affordable or self.rng.random() >= person.redeem:
+            return
+        best = self.rng.random() < 0.8
+        reward, points = affordable[-1] if best else self.rng.choice(affordable)
+        reference = f"{sale.receipt}-{reward}"
+        spend = ledger.Spend(
             member_id=member_id,
-            occurred_at=what.at,
-            amount=sum(line.amount for line in what.lines),
-            currency=program.spec.currency,
-            store=what.store.code if what.store else None,
-            channel=what.channel,
-            lines=what.lines,
+            account_id=account_id,
+            points=points,
+            reference=reference,
+            idempotency_key=f"spend:{reference}",
+            request_hash=request_hash(member_id, points),
         )
-        activities.ingest(conn, program, purchase, now, ACTOR)
-        stats.purchases += 1
-    else:
-        refund = ReturnIn(
-            type="return",
-            external_id=f"{what.sale.receipt}-R",
-            original_external_id=what.sale.receipt,
-            occurred_at=what.at,
-            lines=what.lines,
-        )
-        activities.ingest(conn, program, refund, now, ACTOR)
-        stats.returns += 1
+        ctx = ledger.Context(self.program.program_id, now, ACTOR, self.program.version)
+        ledger.post(conn, ctx, spend)
+        self.stats.spends += 1
 
 
-def _maybe_spend(
-    conn: Connection,
-    program: ProgramVersion,
-    person: _Person,
-    member_id: int,
-    account_id: int,
-    receipt: str,
-    rng: random.Random,
-    now: datetime,
-) -> bool:
-    """At the till, a member who can afford a reward sometimes takes one (True if so)."""
-    if person.redeem == 0:
-        return False
-    balance = ledger.Balance.of(ledger.lock_account(conn, program.program_id, account_id))
-    affordable = [r for r in REWARDS if r[1] <= balance.available]
-    if not affordable or rng.random() >= person.redeem:
-        return False
-    reward, points = affordable[-1] if rng.random() < 0.6 else rng.choice(affordable)
-    reference = f"{receipt}-{reward}"
-    spend = ledger.Spend(
-        member_id=member_id,
-        account_id=account_id,
-        points=points,
-        reference=reference,
-        idempotency_key=f"spend:{reference}",
-        request_hash=request_hash(member_id, points),
-    )
-    ledger.post(conn, ledger.Context(program.program_id, now, ACTOR, program.version), spend)
-    return True
-
-
-def _run_jobs(conn: Connection, program: ProgramVersion, now: datetime, stats: _Stats) -> None:
+def _run_jobs(conn: Connection, program: ProgramVersion, now: datetime, stats: DemoStats) -> None:
     """The night's vesting and expiry for this program only (what `worker.jobs` does for all)."""
     ctx = ledger.Context(program.program_id, now, "job")
-    for lot_id in ledger_reads.due_for_vesting(conn, program.program_id, now, JOB_LIMIT):
-        stats.vested += ledger.post(conn, ctx, ledger.Vest(lot_id)) is not None
+    due = ledger_reads.due_for_vesting(conn, program.program_id, now, JOB_LIMIT)
+    stats.vested += ledger.vest_many(conn, ctx, due)
     for lot_id in ledger_reads.due_for_expiry(conn, program.program_id, now, JOB_LIMIT):
         stats.expired += ledger.post(conn, ctx, ledger.Expire(lot_id)) is not None

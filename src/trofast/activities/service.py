@@ -10,6 +10,7 @@ the ledger posts the points (and must agree with the answer predicted from the c
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -666,8 +667,12 @@ def _take_back(
     earned_under = load_version(conn, program.program_id, int(original.program_version))
     left = int(original.amount) - sum(int(r.amount) for r in earlier) - amount
     returned = [*(r.body for r in earlier), data.model_dump(mode="json")]
-    rest = _remaining(original, returned, left)
-    kept = engine.evaluate(earned_under.spec, rest, snapshot(member), counters=None)
+    kept = engine.Evaluation()
+    if left > 0:  # nothing left of the purchase keeps nothing, not even fixed bonuses
+        rest = _remaining(original, returned, left)
+        # Priced as the member was when earning: a suspension since changes nothing here.
+        as_earned = dataclasses.replace(snapshot(member), status="active")
+        kept = engine.evaluate(earned_under.spec, rest, as_earned, counters=None)
     claim = int(original.points) + sum(int(r.points) for r in earlier) - kept.total_points
     earned_cash = int(original.result.get("cashback", 0))
     claimed_cash = -sum(int(r.result.get("cashback", 0)) for r in earlier)
@@ -752,7 +757,13 @@ def _remaining(original: AnyRow, returned: list[dict[str, Any]], left: int) -> e
     total = sum(line.amount for line in lines)
     if lines and total > left:  # returns by amount: shrink the lines in proportion
         lines = [
-            engine.Line(ln.sku, ln.quantity, ln.amount * left // total, ln.category, ln.labels)
+            engine.Line(
+                ln.sku,
+                ln.quantity * left // total,
+                ln.amount * left // total,
+                ln.category,
+                ln.labels,
+            )
             for ln in lines
         ]
     return engine.ActivityFacts(

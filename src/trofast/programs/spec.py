@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trofast.rules.document import (
     BUILT_IN_EVENTS,
     EVENT_TYPE,
+    Cashback,
     EarnRate,
     Expiry,
     ExpiryNever,
@@ -80,30 +81,51 @@ class ProgramSpec(Strict):
     @model_validator(mode="after")
     def _references(self) -> ProgramSpec:
         rules = self.rules or []
-        ids = [rule.id for rule in rules]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"rule ids must be unique: {', '.join(duplicates)}")
+        for field, ids in (
+            ("rules", [rule.id for rule in rules]),
+            ("stamp_cards", [card.id for card in self.stamp_cards]),
+        ):
+            for index, item_id in enumerate(ids):
+                if item_id in ids[:index]:
+                    raise ValueError(f"{field}.{index}.id: {item_id!r} is used twice")
         cards = {card.id for card in self.stamp_cards}
-        if len(cards) != len(self.stamp_cards):
-            raise ValueError("stamp card ids must be unique")
         events = {"purchase", *BUILT_IN_EVENTS, *self.event_types}
         order = {rule.id: (rule.priority, rule.id) for rule in rules}
+        by_id = {rule.id: rule for rule in rules}
+        group_start: dict[str, tuple[int, str]] = {}
+        for rule in rules:
+            if rule.group is not None:
+                group_start[rule.group] = min(
+                    order[rule.id], group_start.get(rule.group, order[rule.id])
+                )
         for index, rule in enumerate(rules):
             where = f"rules.{index}"
             if rule.on not in events:
                 raise ValueError(
                     f"{where}.on: unknown event type {rule.on!r}; declare it in event_types"
                 )
+            for n, clause in enumerate(rule.when):
+                if clause.field.startswith("line."):
+                    raise ValueError(f"{where}.when.{n}.field: line fields belong in lines.when")
             effect = rule.effect
             if isinstance(effect, Multiplier):
                 for target in effect.of:
                     if target not in order:
                         raise ValueError(f"{where}.effect.of: no rule {target!r}")
+                    if isinstance(by_id[target].effect, Cashback | Stamp):
+                        raise ValueError(
+                            f"{where}.effect.of: {target!r} gives no points to multiply"
+                        )
                     if order[target] >= order[rule.id]:
                         raise ValueError(
                             f"{where}.effect.of: {target!r} must run before {rule.id!r} "
                             "(lower priority number)"
+                        )
+                    # A best-of group is decided where its first rule runs.
+                    if rule.group is not None and order[target] >= group_start[rule.group]:
+                        raise ValueError(
+                            f"{where}.effect.of: {target!r} must run before every rule of "
+                            f"group {rule.group!r} (lower priority number)"
                         )
             if isinstance(effect, Stamp) and effect.card not in cards:
                 raise ValueError(f"{where}.effect.card: no stamp card {effect.card!r}")
@@ -140,10 +162,25 @@ class SpecError(Exception):
         self.errors = errors
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML as version 1.2 reads booleans: only true/false, so `on: signup` stays a key."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def parse_document(text: str) -> ProgramSpec:
     """Parse YAML or JSON text into a ProgramSpec, or raise SpecError with every error."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         raise SpecError([("(document)", f"not valid YAML/JSON: {exc}")]) from None
     return validate_data(data)

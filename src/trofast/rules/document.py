@@ -10,7 +10,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 EVENT_TYPE = r"^[a-z][a-z0-9_.-]{0,49}$"
@@ -92,6 +92,14 @@ class Clause(Strict):
     op: Op = Op.eq
     value: Any = None
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _dates_as_text(cls, value: Any) -> Any:
+        """YAML reads 2026-03-01 as a date; conditions compare `now.date` as ISO text."""
+        if isinstance(value, list):
+            return [v.isoformat() if isinstance(v, date) else v for v in value]
+        return value.isoformat() if isinstance(value, date) else value
+
     @model_validator(mode="after")
     def _value_fits(self) -> Clause:
         if not known_field(self.field):
@@ -108,7 +116,8 @@ class Clause(Strict):
 
 
 class LineFilter(Strict):
-    """Which basket lines count; empty lists mean no restriction."""
+    """Which basket lines count; empty lists mean no restriction. Its `when` may read
+    `line.*` fields (a rule's own `when` may not)."""
 
     skus: list[str] = Field(default_factory=list, max_length=1000)
     categories: list[str] = Field(default_factory=list, max_length=200)

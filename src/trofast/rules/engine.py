@@ -533,7 +533,12 @@ def _apply(
         return 0, f"below the minimum amount {rule.min_amount}" if rule.min_amount else ""
     effect = rule.effect
     if isinstance(effect, Stamp):
-        return _stamp(program, rule, effect, units, member_counts, dry, into, facts, dates)
+        if counters is not None and _times_used_up(rule, local_day, member_counts):
+            return 0, "no more stamps this period"
+        value, note = _stamp(program, rule, effect, units, member_counts, dry, into, facts, dates)
+        if not dry and into is not None and counters is not None and note:
+            _count(rule, 0, local_day, member_counts, into)
+        return value, note
     raw = _raw_value(program, compiled, effect, facts, chosen, amount, units, earned)
     if raw <= 0:
         return 0, ""
@@ -627,6 +632,15 @@ def _limit(
         if value > limits.budget - used:
             value, note = max(0, limits.budget - used), "rule budget reached"
     return value, note
+
+
+def _times_used_up(rule: Rule, day: date, member_counts: dict[str, tuple[int, int]]) -> bool:
+    """Whether a `times` limit of the rule is reached for this period."""
+    for limit in rule.limits.per_member:
+        _, times = member_counts.get(limit_key(rule.id, limit, day), (0, 0))
+        if limit.times is not None and times >= limit.times:
+            return True
+    return False
 
 
 def _count(
