@@ -51,9 +51,10 @@ def post_batch(
     batch: BatchIn,
     principal: Principal = Depends(require(Scope.pos)),
     svc: Services = Depends(services),
-) -> BatchOut:
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
     """Up to 1,000 activities in one transaction; each item is answered on its own, and a
-    rejected item changes nothing."""
+    rejected item changes nothing. Items already received are answered as replays."""
     now = svc.clock.now()
     parsed: list[ActivityIn | Problem] = []
     for raw in batch.activities:
@@ -63,7 +64,18 @@ def post_batch(
             parsed.append(_validation(exc))
     with svc.db.write() as conn:
         program = programs.current(conn, principal.program_id)
-        answers = service.ingest_many(conn, program, parsed, now, principal.actor)
+        return idempotent(
+            conn,
+            principal,
+            idempotency_key,
+            ("batch", batch.model_dump(mode="json")),
+            200,
+            lambda: _answer(service.ingest_many(conn, program, parsed, now, principal.actor)),
+            now,
+        )
+
+
+def _answer(answers: list[ActivityResult | Problem]) -> BatchOut:
     items = [
         BatchItem(index=i, status=answer.status, problem=answer.body())
         if isinstance(answer, Problem)
