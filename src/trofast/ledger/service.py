@@ -185,20 +185,20 @@ def open_program_accounts(conn: Connection, program_id: int) -> None:
     )
 
 
+def _member_account(program_id: int, member_id: int, unit: str) -> dict[str, Any]:
+    return {
+        "program_id": program_id,
+        "member_id": member_id,
+        "kind": MEMBER,
+        "unit": unit,
+        "debits_must_not_exceed_credits": True,
+    }
+
+
 def open_member_account(conn: Connection, program_id: int, member_id: int) -> int:
     """Create a member's points account; debits may never exceed credits."""
-    result = conn.execute(
-        accounts.insert()
-        .values(
-            program_id=program_id,
-            member_id=member_id,
-            kind=MEMBER,
-            unit=POINTS,
-            debits_must_not_exceed_credits=True,
-        )
-        .returning(accounts.c.id)
-    )
-    return int(result.scalar_one())
+    values = _member_account(program_id, member_id, POINTS)
+    return int(conn.execute(accounts.insert().returning(accounts.c.id), values).scalar_one())
 
 
 def wallet_account(conn: Connection, program_id: int, member_id: int) -> int:
@@ -206,25 +206,7 @@ def wallet_account(conn: Connection, program_id: int, member_id: int) -> int:
     existing = repository.member_account(conn, member_id, MONEY)
     if existing is not None:
         return existing
-    try:
-        with conn.begin_nested():
-            result = conn.execute(
-                accounts.insert()
-                .values(
-                    program_id=program_id,
-                    member_id=member_id,
-                    kind=MEMBER,
-                    unit=MONEY,
-                    debits_must_not_exceed_credits=True,
-                )
-                .returning(accounts.c.id)
-            )
-            return int(result.scalar_one())
-    except IntegrityError:
-        opened = repository.member_account(conn, member_id, MONEY)
-        if opened is None:
-            raise InvariantBroken(f"member {member_id}: wallet neither new nor existing") from None
-        return opened
+    return open_wallets(conn, program_id, {member_id})[member_id][0]
 
 
 def open_wallets(
@@ -236,16 +218,7 @@ def open_wallets(
         dialect_insert(accounts).on_conflict_do_nothing(
             index_elements=["program_id", "member_id", "kind", "unit"]
         ),
-        [
-            {
-                "program_id": program_id,
-                "member_id": member_id,
-                "kind": MEMBER,
-                "unit": MONEY,
-                "debits_must_not_exceed_credits": True,
-            }
-            for member_id in sorted(member_ids)
-        ],
+        [_member_account(program_id, member_id, MONEY) for member_id in sorted(member_ids)],
     )
     rows = conn.execute(
         select(accounts.c.member_id, accounts.c.id, accounts.c.debt)
