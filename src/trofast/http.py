@@ -3,11 +3,12 @@ problem+json rendering and Idempotency-Key handling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Connection
@@ -30,7 +31,8 @@ class Services:
     clock: Clock
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The app's services (async: a plain `def` dependency costs a thread-pool hop)."""
     svc: Services = request.app.state.services
     return svc
 
@@ -42,10 +44,10 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the bearer key and checks it grants `scope`."""
 
-    def dependency(
+    async def dependency(
         svc: Services = Depends(services),
         authorization: str | None = Header(None, include_in_schema=False),
     ) -> Principal:
@@ -53,9 +55,8 @@ def require(scope: Scope) -> Callable[..., Principal]:
             raise Problem(401, "unauthorized", "Send an API key: Authorization: Bearer tf_...")
         token = authorization[7:].strip()
         principal = access.cached_principal(str(svc.db.reader.url), token)
-        if principal is None:
-            with svc.db.read() as conn:
-                principal = access.authenticate(conn, token)
+        if principal is None:  # the database is only asked on a cache miss, off the loop
+            principal = await run_in_threadpool(_authenticate, svc, token)
         if not principal.may(scope):
             raise Problem(
                 403, "forbidden", f"This key has the {principal.scope} scope; {scope} is needed."
@@ -65,21 +66,28 @@ def require(scope: Scope) -> Callable[..., Principal]:
     return dependency
 
 
+def _authenticate(svc: Services, token: str) -> Principal:
+    with svc.db.read() as conn:
+        return access.authenticate(conn, token)
+
+
 def idempotent(
     conn: Connection,
     principal: Principal,
     key: str | None,
-    request_parts: tuple[Any, ...],
+    request_parts: Callable[[], tuple[Any, ...]],
     status: int,
     handler: Callable[[], BaseModel],
     now: Any,
 ) -> JSONResponse:
-    """Run `handler` once per Idempotency-Key: a repeat replays the stored answer."""
+    """Run `handler` once per Idempotency-Key: a repeat replays the stored answer.
+
+    `request_parts` is only called when a key is given (dumping a request costs time)."""
     if key is None:
         return JSONResponse(handler().model_dump(mode="json"), status_code=status)
     if not 1 <= len(key) <= 200:
         raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters.")
-    digest = request_hash(*request_parts)
+    digest = request_hash(*request_parts())
     stored = replay(conn, principal.program_id, key, digest)
     if stored is not None:
         code, body = stored

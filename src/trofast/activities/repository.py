@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trofast.activities.models import activities, rule_counters
-from trofast.kit.orm import AnyRow
+from trofast.kit.orm import AnyRow, insert_returning_ids
 from trofast.ledger.models import lots
 
 
@@ -34,12 +34,7 @@ def find_many(conn: Connection, program_id: int, external_ids: set[str]) -> dict
 
 def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert several activities in one multi-row statement; their ids in order."""
-    if not rows:
-        return []
-    result = conn.execute(
-        activities.insert().returning(activities.c.id, sort_by_parameter_order=True), rows
-    )
-    return [int(v) for v in result.scalars()]
+    return insert_returning_ids(conn, activities, rows)
 
 
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:

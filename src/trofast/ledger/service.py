@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
-from trofast.kit.orm import AnyRow
+from trofast.kit.orm import AnyRow, insert_returning_ids
 from trofast.ledger import repository
 from trofast.ledger.allocation import LotBalance, allocate
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
@@ -155,6 +155,16 @@ _COUNTERS = (
 _INSERT_HEADER = ledger_transactions.insert().returning(ledger_transactions.c.id)
 _INSERT_LOT = lots.insert().returning(lots.c.id)
 _RESOLVED = transfers.alias("resolved")
+_INSERT_TRANSFER = transfers.insert()
+_ADD_CREDITS = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("b_account"))
+    .values(
+        credits_posted=accounts.c.credits_posted + bindparam("b_posted"),
+        credits_pending=accounts.c.credits_pending + bindparam("b_pending"),
+    )
+    .returning(*_COUNTERS)
+)
 _system_cache: dict[tuple[str, int], dict[tuple[str, str], int]] = {}
 
 
@@ -464,7 +474,7 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
         )
         for e in earns
     ]
-    txn_ids = _insert_returning_ids(conn, ledger_transactions, headers)
+    txn_ids = insert_returning_ids(conn, ledger_transactions, headers)
     owned = [
         (earn, txn, credit)
         for earn, txn in zip(earns, txn_ids, strict=True)
@@ -476,7 +486,7 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
     lot_rows = [
         _lot_values(ctx, e.member_id, e.account_id, txn, e.activity_id, c) for e, txn, c in owned
     ]
-    lot_ids = _insert_returning_ids(conn, lots, lot_rows)
+    lot_ids = insert_returning_ids(conn, lots, lot_rows)
     totals: dict[int, list[int]] = {}
     legs = []
     for (earn, txn, credit), lot_id in zip(owned, lot_ids, strict=True):
@@ -486,7 +496,7 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
         legs.append(_leg(ctx, txn, issuance, earn.account_id, credit.points, phase, lot_id))
         total = totals.setdefault(earn.account_id, [0, 0])
         total[1 if pending else 0] += credit.points
-    conn.execute(transfers.insert(), legs)
+    _insert_legs(conn, legs)
     conn.execute(
         update(accounts)
         .where(accounts.c.id == bindparam("b_account"), accounts.c.debt == 0)
@@ -502,21 +512,20 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
     return txn_ids
 
 
-def _insert_returning_ids(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> list[int]:
-    """Multi-row insert; the new ids in the order of `rows`."""
-    result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
-    ids = [int(v) for v in result.scalars()]
-    if len(ids) != len(rows):
-        raise InvariantBroken(f"{table.name}: inserted {len(ids)} of {len(rows)} rows")
-    return ids
-
-
 def balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, Balance]:
     """Current balances of several member accounts in one query."""
     rows = conn.execute(
         select(accounts.c.id, *_COUNTERS).where(accounts.c.id.in_(list(account_ids)))
     ).all()
     return {int(r.id): Balance.of(r) for r in rows}
+
+
+def _insert_legs(conn: Connection, legs: list[dict[str, Any]]) -> None:
+    """Insert transfer legs; one leg as a plain execute (executemany costs more for one)."""
+    if len(legs) == 1:
+        conn.execute(_INSERT_TRANSFER, legs[0])
+    elif legs:
+        conn.execute(_INSERT_TRANSFER, legs)
 
 
 def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
@@ -560,15 +569,9 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
     if not legs:
         current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
         return Posted(txn, 0, Balance.of(current))
-    conn.execute(transfers.insert(), legs)
+    _insert_legs(conn, legs)
     after = conn.execute(
-        update(accounts)
-        .where(accounts.c.id == op.account_id)
-        .values(
-            credits_posted=accounts.c.credits_posted + posted,
-            credits_pending=accounts.c.credits_pending + pending,
-        )
-        .returning(*_COUNTERS)
+        _ADD_CREDITS, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
     ).one()
     if after.debt > 0 and posted > 0:
         for lot_id, points, is_pending in new_lots:
@@ -805,7 +808,7 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
     # 3. Whatever was already spent: a debt, or uncollected, per program policy.
     debt = left if op.allow_negative else 0
     if legs:
-        conn.execute(transfers.insert(), legs)
+        _insert_legs(conn, legs)
     after = conn.execute(
         update(accounts)
         .where(accounts.c.id == op.account_id)
@@ -973,7 +976,7 @@ def vest_many(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> int:
         _header_values(ctx, "vest", f"vest:{lot.id}", member_id=int(lot.member_id))
         for lot in simple
     ]
-    txn_ids = _insert_returning_ids(conn, ledger_transactions, headers)
+    txn_ids = insert_returning_ids(conn, ledger_transactions, headers)
     legs = []
     moved: dict[int, int] = {}
     for lot, txn in zip(simple, txn_ids, strict=True):
@@ -984,7 +987,7 @@ def vest_many(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> int:
             _leg(ctx, txn, issuance, account_id, amount, "post", int(lot.id), pending_id=hold_id)
         )
         moved[account_id] = moved.get(account_id, 0) + amount
-    conn.execute(transfers.insert(), legs)
+    _insert_legs(conn, legs)
     conn.execute(
         update(lots).where(lots.c.id.in_([int(r.id) for r in simple])).values(pending=False)
     )

@@ -36,7 +36,7 @@ def enrol(
             conn,
             principal,
             idempotency_key,
-            ("enrol", data.model_dump(mode="json")),
+            lambda: ("enrol", data.model_dump(mode="json")),
             201,
             lambda: _enrol(conn, program, data, now, principal.actor),
             now,

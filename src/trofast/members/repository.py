@@ -6,7 +6,7 @@ import calendar
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, extract, or_, select, update
+from sqlalchemy import Connection, bindparam, extract, or_, select, update
 
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts
@@ -43,10 +43,26 @@ def _with_account() -> Any:
         accounts.c.debt,
     ).join(
         accounts,
-        (accounts.c.member_id == members.c.id)
+        (accounts.c.program_id == members.c.program_id)
+        & (accounts.c.member_id == members.c.id)
         & (accounts.c.kind == "member")
         & (accounts.c.unit == "points"),
     )
+
+
+# The earn path's lookups, built once (building a statement costs more than running it).
+_BY_ID = _with_account().where(
+    members.c.program_id == bindparam("program_id"), members.c.id == bindparam("ref")
+)
+_BY_NUMBER = _with_account().where(
+    members.c.program_id == bindparam("program_id"),
+    members.c.loyalty_number == bindparam("ref"),
+)
+_LOOKUPS = {
+    (by_id, lock): (stmt.with_for_update(of=accounts) if lock else stmt)
+    for by_id, stmt in ((True, _BY_ID), (False, _BY_NUMBER))
+    for lock in (True, False)
+}
 
 
 def get_many_with_account(
@@ -77,14 +93,9 @@ def get_with_account(
 ) -> AnyRow | None:
     """A member's id, status, birth date, points account id and counters in one round trip;
     with `lock`, the account row stays locked until the transaction ends."""
-    stmt = _with_account().where(members.c.program_id == program_id)
-    if member_id is not None:
-        stmt = stmt.where(members.c.id == member_id)
-    else:
-        stmt = stmt.where(members.c.loyalty_number == number)
-    if lock:
-        stmt = stmt.with_for_update(of=accounts)
-    return conn.execute(stmt).first()
+    stmt = _LOOKUPS[(member_id is not None, lock)]
+    ref = member_id if member_id is not None else number
+    return conn.execute(stmt, {"program_id": program_id, "ref": ref}).first()
 
 
 def find_taken(

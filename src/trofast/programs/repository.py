@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from trofast.kit.orm import AnyRow
 from trofast.programs.models import program_versions, programs
@@ -15,8 +15,11 @@ def find_by_key(conn: Connection, key: str) -> AnyRow | None:
     return conn.execute(select(programs).where(programs.c.key == key)).first()
 
 
+_GET = select(programs).where(programs.c.id == bindparam("program_id"))
+
+
 def get(conn: Connection, program_id: int) -> AnyRow | None:
-    return conn.execute(select(programs).where(programs.c.id == program_id)).first()
+    return conn.execute(_GET, {"program_id": program_id}).first()
 
 
 def insert_program(conn: Connection, key: str, now: datetime) -> int:
