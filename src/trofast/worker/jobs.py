@@ -62,6 +62,9 @@ def _drain(
 ) -> int:
     done = 0
     while True:
+        with db.read() as conn:  # most rounds find nothing: no write lock for that
+            if not due(conn, ctx.program_id, ctx.now, 1):
+                return done
         with db.write() as conn:
             lot_ids = due(conn, ctx.program_id, ctx.now, CHUNK)
             done += move(conn, ctx, lot_ids)
