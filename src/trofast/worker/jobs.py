@@ -78,13 +78,17 @@ def grant_birthdays(db: Database, clock: Clock, program_ids: Sequence[int] | Non
     now = clock.now()
     granted = 0
     for program_id in _all_programs(db) if program_ids is None else program_ids:
-        with db.write() as conn:
+        with db.read() as conn:  # the write lock only for programs with birthdays due
             program = programs.current(conn, program_id)
             if "birthday" not in engine.compile_program(program.spec).by_trigger:
                 continue
             today = now.astimezone(program.spec.zone).date()
             days = [today - timedelta(days=n) for n in range(BIRTHDAY_WINDOW_DAYS)]
-            for member_id, birthday in member_reads.birthdays_on(conn, program_id, days):
+            due = member_reads.birthdays_on(conn, program_id, days)
+        if not due:
+            continue
+        with db.write() as conn:
+            for member_id, birthday in due:
                 external_id = f"birthday:{member_id}:{birthday.year}"
                 result = activities.member_event(
                     conn, program, member_id, "birthday", external_id, now, "job"
