@@ -149,6 +149,7 @@ class Purchase:
     lot: Lot | None
     returned: int = 0
     claimed: int = 0
+    written_off: int = 0
 
 
 def take(lots_in_order: list[Lot], amount: int, bucket: str) -> int:
@@ -378,15 +379,20 @@ class LedgerMachine(RuleBasedStateMachine):
             if own.pending:  # 1. the purchase's own lot, if still pending: void and re-pend
                 event("return before vesting")
                 rest -= take([own], rest, "reversed")
-            # 2. vested: the purchase's own lot first, then soonest-expiring
+            # 2. vested: the purchase's own lot first
             vested = m.vested()
-            ordered = [lot for lot in vested if lot is own] + [
-                lot for lot in vested if lot is not own
-            ]
-            if rest and ordered and vested[0] is not own and own in vested:
+            if rest and vested and vested[0] is not own and own in vested:
                 event("return takes its own lot before one expiring sooner")
-            rest -= take(ordered, rest, "reversed")
-            # 3. already spent: a debt, or uncollected
+            rest -= take([lot for lot in vested if lot is own], rest, "reversed")
+            # 3. what of its own lot expired is written off, never taken twice
+            written_off = min(rest, own.expired - p.written_off)
+            if written_off:
+                event("return of points that expired")
+            p.written_off += written_off
+            rest -= written_off
+            # 4. then other lots, soonest-expiring first
+            rest -= take([lot for lot in vested if lot is not own], rest, "reversed")
+            # 5. already spent: a debt, or uncollected
             if rest:
                 event(f"return after spending ({self.negative_balance})")
             if self.negative_balance == "allow":

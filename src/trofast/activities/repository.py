@@ -62,11 +62,15 @@ def returns_of(conn: Connection, original_id: int) -> list[AnyRow]:
     )
 
 
-def lot_ids_of(conn: Connection, activity_id: int) -> list[int]:
-    return [
-        int(v)
-        for v in conn.execute(select(lots.c.id).where(lots.c.activity_id == activity_id)).scalars()
-    ]
+def lots_of(conn: Connection, activity_id: int) -> list[AnyRow]:
+    """The lots an activity created: id, account and what expired of each."""
+    return list(
+        conn.execute(
+            select(lots.c.id, lots.c.account_id, lots.c.expired).where(
+                lots.c.activity_id == activity_id
+            )
+        ).all()
+    )
 
 
 def set_outcome(conn: Connection, activity_id: int, points: int, result: dict[str, Any]) -> None:

@@ -142,7 +142,8 @@ class ActivityResult(BaseModel):
     member_id: int | None
     points: int
     cashback: int = Field(0, description="Money credited to the wallet (negative: taken back)")
-    uncollected: int = 0
+    uncollected: int = Field(0, description="Of the points to take back: already spent")
+    written_off: int = Field(0, description="Of the points to take back: already expired")
     effects: list[EffectOut] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="Why rules gave what they gave")
     balance: BalanceOut | None

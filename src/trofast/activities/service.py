@@ -677,11 +677,14 @@ def _take_back(
     earned_cash = int(original.result.get("cashback", 0))
     claimed_cash = -sum(int(r.result.get("cashback", 0)) for r in earlier)
     claim_cash = earned_cash - claimed_cash - sum(c.amount for c in kept.cashback)
-    own_lots = repository.lot_ids_of(conn, int(original.id))
+    own_lots = repository.lots_of(conn, int(original.id))
+    own_lot_ids = [int(lot.id) for lot in own_lots]
+    expired = sum(int(lot.expired) for lot in own_lots if lot.account_id == member.account_id)
+    written_off_before = sum(int(r.result.get("written_off", 0)) for r in earlier)
     allow_negative = program.spec.negative_balance == "allow"
     effects: list[EffectOut] = []
     balance = result.balance
-    uncollected = 0
+    uncollected = written_off = 0
     if claim > 0:
         posted = ledger.post(
             conn,
@@ -690,15 +693,17 @@ def _take_back(
                 member_id=int(member.id),
                 account_id=int(member.account_id),
                 points=claim,
-                own_lot_ids=own_lots,
+                own_lot_ids=own_lot_ids,
                 idempotency_key=f"activity:{result.id}",
                 allow_negative=allow_negative,
                 activity_id=result.id,
+                expired_allowance=max(0, expired - written_off_before),
             ),
         )
         assert posted is not None
         effects.append(EffectOut(rule="return", points=posted.points))
         balance, uncollected = BalanceOut.of(posted.balance), posted.uncollected
+        written_off = posted.written_off
     if claim_cash > 0:
         wallet = ledger.wallet_account(conn, program.program_id, int(member.id))
         cash = ledger.post(
@@ -708,7 +713,7 @@ def _take_back(
                 member_id=int(member.id),
                 account_id=wallet,
                 points=claim_cash,
-                own_lot_ids=own_lots,
+                own_lot_ids=own_lot_ids,
                 idempotency_key=f"activity:{result.id}:money",
                 allow_negative=allow_negative,
                 activity_id=result.id,
@@ -722,6 +727,7 @@ def _take_back(
             "points": -max(claim, 0),
             "cashback": -max(claim_cash, 0),
             "uncollected": uncollected,
+            "written_off": written_off,
             "effects": effects,
             "balance": balance,
         }

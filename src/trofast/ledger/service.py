@@ -86,6 +86,9 @@ class TakeBack:
     activity_id: int | None = None
     reverses_id: int | None = None
     unit: str = POINTS
+    #: Points of the purchase's own lots that expired and no earlier return wrote off:
+    #: taking those back again from other points would take them twice.
+    expired_allowance: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class Posted:
     points: int
     balance: Balance
     uncollected: int = 0
+    written_off: int = 0
     lot_ids: list[int] = field(default_factory=list)
     replayed: bool = False
 
@@ -630,22 +634,14 @@ def _leg(
     }
 
 
-def _spendable_lots(
-    conn: Connection, account_id: int, first: Sequence[int] = ()
-) -> list[LotBalance]:
-    """Vested lots with points left, in spending order; lots named in `first` come first."""
+def _spendable_lots(conn: Connection, account_id: int) -> list[LotBalance]:
+    """Vested lots with points left, in spending order."""
     rows = conn.execute(
         select(lots.c.id, lots.c.remaining, lots.c.expires_at)
         .where(lots.c.account_id == account_id, lots.c.pending.is_(False), lots.c.remaining > 0)
         .order_by(lots.c.expires_at.is_(None), lots.c.expires_at, lots.c.id)
     ).all()
-    balances = [LotBalance(int(r.id), int(r.remaining), r.expires_at) for r in rows]
-    if first:
-        chosen = set(first)
-        balances = [b for b in balances if b.id in chosen] + [
-            b for b in balances if b.id not in chosen
-        ]
-    return balances
+    return [LotBalance(int(r.id), int(r.remaining), r.expires_at) for r in rows]
 
 
 def _take_from_lots(conn: Connection, taken: Sequence[tuple[int, int]], bucket: str) -> None:
@@ -796,16 +792,24 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         _take_from_lots(conn, [(int(lot.id), take)], "reversed")
         pending_taken += take
         left -= take
-    # 2. Vested points: the purchase's own lots first, then soonest-expiring.
-    taken = allocate(_spendable_lots(conn, op.account_id, first=op.own_lot_ids), left)
+    # 2. Vested points of the purchase's own lots; 3. what of them already expired is
+    # written off, not taken again from other points; 4. other lots, soonest-expiring first.
+    spendable = _spendable_lots(conn, op.account_id)
+    own_ids = set(op.own_lot_ids)
+    own = allocate([lot for lot in spendable if lot.id in own_ids], left)
+    left -= sum(amount for _, amount in own)
+    written_off = min(left, op.expired_allowance)
+    left -= written_off
+    others = allocate([lot for lot in spendable if lot.id not in own_ids], left)
+    left -= sum(amount for _, amount in others)
+    taken = own + others
     _take_from_lots(conn, taken, "reversed")
     legs += [
         _leg(ctx, txn, op.account_id, issuance, amount, "single", lot_id)
         for lot_id, amount in taken
     ]
     posted_taken = sum(amount for _, amount in taken)
-    left -= posted_taken
-    # 3. Whatever was already spent: a debt, or uncollected, per program policy.
+    # 5. Whatever was already spent: a debt, or uncollected, per program policy.
     debt = left if op.allow_negative else 0
     if legs:
         _insert_legs(conn, legs)
@@ -819,7 +823,13 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         )
         .returning(*_COUNTERS)
     ).one()
-    return Posted(txn, -(pending_taken + posted_taken), Balance.of(after), uncollected=left - debt)
+    return Posted(
+        txn,
+        -(pending_taken + posted_taken),
+        Balance.of(after),
+        uncollected=left - debt,
+        written_off=written_off,
+    )
 
 
 def _open_pending_transfer(conn: Connection, lot_id: int) -> AnyRow:
