@@ -122,3 +122,25 @@ def test_dry_run_writes_nothing(
     assert balance["available"] == 50 and balance["wallet"] is None
     real = client.post("/v1/activities", json=purchase, headers=pos)
     assert real.status_code == 201 and real.json()["replayed"] is False
+
+
+def test_a_mistyped_loyalty_number_is_caught_by_its_check_digit(
+    client: TestClient, pos: dict[str, str]
+) -> None:
+    member = client.post("/v1/members", json={"email": "t@example.com"}, headers=pos).json()
+    number = member["loyalty_number"]
+    typo = number[:-1] + str((int(number[-1]) + 1) % 10)
+    assert client.get(f"/v1/members/{typo}", headers=pos).json()["code"] == (
+        "invalid_loyalty_number"
+    )
+    purchase = {
+        "type": "purchase",
+        "external_id": "t1",
+        "loyalty_number": typo,
+        "amount": 1000,
+        "currency": "SEK",
+    }
+    single = client.post("/v1/activities", json=purchase, headers=pos)
+    batch = client.post("/v1/activities/batch", json={"activities": [purchase]}, headers=pos)
+    assert single.status_code == 422 and single.json()["code"] == "invalid_loyalty_number"
+    assert batch.json()["items"][0]["problem"]["code"] == "invalid_loyalty_number"

@@ -439,6 +439,7 @@ def _bulk_earning(
             if item.member_id is not None:
                 member = by_id.get(item.member_id)
             elif item.loyalty_number is not None:
+                members.check_loyalty_number(item.loyalty_number)
                 member = by_number.get(item.loyalty_number)
             if member is None and (item.member_id or item.loyalty_number):
                 raise not_found("member", item.member_id or item.loyalty_number)

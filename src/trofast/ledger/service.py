@@ -296,11 +296,6 @@ def system_account(conn: Connection, program_id: int, kind: str, unit: str = POI
     return ids[(kind, unit)]
 
 
-def forget_cached_accounts() -> None:
-    """Drop cached system-account ids (for tests that recreate databases)."""
-    _system_cache.clear()
-
-
 def lock_account(conn: Connection, program_id: int, account_id: int) -> AnyRow:
     """Lock a member account row for the rest of the transaction and return its counters."""
     row = conn.execute(

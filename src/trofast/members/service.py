@@ -77,8 +77,9 @@ def profile_complete(member: MemberOut) -> bool:
 
 
 def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
-    """A member row by id or 12-digit loyalty number, or 404."""
+    """A member row by id or 12-digit loyalty number, or 404 (422 for a mistyped number)."""
     if loyalty_number.looks_like_number(ref):
+        check_loyalty_number(ref)
         row = repository.get_by_number(conn, program_id, ref)
     elif ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
         row = repository.get(conn, program_id, int(ref))
@@ -87,6 +88,15 @@ def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
     if row is None:
         raise not_found("member", ref)
     return row
+
+
+def check_loyalty_number(number: str) -> None:
+    """422 for a number whose check digit is wrong: a typo at the till, not an unknown card."""
+    if not loyalty_number.is_valid(number):
+        raise invalid(
+            "invalid_loyalty_number",
+            f"{number!r} is not a loyalty number: its check digit is wrong (a typo?).",
+        )
 
 
 def resolve_with_account(
@@ -99,6 +109,8 @@ def resolve_with_account(
 ) -> AnyRow:
     """A member's id, status, birth date, account id and counters, or 404; `lock` locks
     the account row for the rest of the transaction."""
+    if number is not None:
+        check_loyalty_number(number)
     row = repository.get_with_account(
         conn, program_id, member_id=member_id, number=number, lock=lock
     )
