@@ -144,3 +144,41 @@ def test_a_mistyped_loyalty_number_is_caught_by_its_check_digit(
     batch = client.post("/v1/activities/batch", json={"activities": [purchase]}, headers=pos)
     assert single.status_code == 422 and single.json()["code"] == "invalid_loyalty_number"
     assert batch.json()["items"][0]["problem"]["code"] == "invalid_loyalty_number"
+
+
+def test_member_tags_drive_personal_offers(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+) -> None:
+    program = make_program(
+        rules=[
+            {"id": "base", "effect": {"kind": "per_amount", "points": 1, "per_amount": 1000}},
+            {
+                "id": "organic-offer",
+                "priority": 200,
+                "when": [{"field": "member.tags", "op": "contains", "value": "organic-fan"}],
+                "effect": {"kind": "multiplier", "percent": 300, "of": ["base"]},
+            },
+        ]
+    )
+    pos = key_for(program, "pos")
+    fan = client.post(
+        "/v1/members", json={"email": "o@example.com", "tags": ["organic-fan"]}, headers=pos
+    ).json()
+    other = client.post("/v1/members", json={"email": "p@example.com"}, headers=pos).json()
+    assert fan["tags"] == ["organic-fan"] and other["tags"] == []
+
+    def earn(member_id: int, external_id: str) -> int:
+        body = {
+            "type": "purchase",
+            "external_id": external_id,
+            "member_id": member_id,
+            "amount": 10000,
+            "currency": "SEK",
+        }
+        return int(client.post("/v1/activities", json=body, headers=pos).json()["points"])
+
+    assert (earn(fan["id"], "o1"), earn(other["id"], "p1")) == (30, 10)
+    client.patch(f"/v1/members/{other['id']}", json={"tags": ["organic-fan"]}, headers=pos)
+    assert earn(other["id"], "p2") == 30

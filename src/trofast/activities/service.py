@@ -284,6 +284,7 @@ def snapshot(member: AnyRow) -> engine.MemberSnapshot:
         birth_date=member.birth_date,
         enrolled_at=member.enrolled_at,
         channel=member.channel,
+        tags=tuple(member.tags or ()),
     )
 
 

@@ -1,6 +1,6 @@
 """Table: members."""
 
-from sqlalchemy import Boolean, Column, Date, Index, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, Date, Index, String, Table, UniqueConstraint
 
 from trofast.kit.orm import UtcDateTime, id_column, metadata, program_column
 
@@ -17,6 +17,7 @@ members = Table(
     Column("last_name", String(100), nullable=True),
     Column("birth_date", Date, nullable=True),
     Column("locale", String(10), nullable=True),
+    Column("tags", JSON, nullable=False, default=list),
     Column("marketing_consent", Boolean, nullable=False),
     Column("consent_changed_at", UtcDateTime, nullable=True),
     Column("channel", String(20), nullable=False),

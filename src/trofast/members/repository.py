@@ -35,6 +35,7 @@ def _with_account() -> Any:
         members.c.birth_date,
         members.c.enrolled_at,
         members.c.channel,
+        members.c.tags,
         accounts.c.id.label("account_id"),
         accounts.c.credits_posted,
         accounts.c.debits_posted,

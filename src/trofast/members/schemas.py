@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+Tag = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,49}$")]
 
 
 class Channel(StrEnum):
@@ -35,6 +38,9 @@ class MemberIn(BaseModel):
     marketing_consent: bool = False
     external_id: str | None = Field(None, min_length=1, max_length=100)
     channel: Channel = Channel.api
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=50, description="Segments, e.g. for personal offers"
+    )
 
     @model_validator(mode="after")
     def _contact(self) -> MemberIn:
@@ -56,6 +62,7 @@ class MemberPatch(BaseModel):
     locale: str | None = Field(None, max_length=10)
     marketing_consent: bool | None = None
     status: Status | None = None
+    tags: list[Tag] | None = Field(None, max_length=50)
 
 
 class MemberOut(BaseModel):
@@ -71,6 +78,7 @@ class MemberOut(BaseModel):
     marketing_consent: bool
     channel: str
     status: Status
+    tags: list[str]
     enrolled_at: datetime
     updated_at: datetime
 
