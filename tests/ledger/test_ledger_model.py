@@ -74,14 +74,7 @@ def run_due_for(db: Database, clock: FixedClock, program_id: int) -> JobReport:
     """`run_due`, confined to one program. The test database holds the programs of every
     test in the session and the job visits each of them; that would make every run here
     slower than the last, and would count other programs' lots in the report."""
-    everyone = jobs.program_reads.list_programs
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            jobs.program_reads,
-            "list_programs",
-            lambda conn: [row for row in everyone(conn) if int(row.id) == program_id],
-        )
-        return jobs.run_due(db, clock)
+    return jobs.run_due(db, clock, [program_id])
 
 
 def points_for(amount: int) -> int:
