@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -70,38 +69,69 @@ def simulate(
     """Replay [start, end) under `spec`; per month: points really issued and simulated."""
     began = time.perf_counter()
     zone = spec.zone
-    engine.compile_program(spec)
-    snapshots = {
-        member_id: engine.MemberSnapshot(
-            id=member_id,
-            status=str(r.status),
-            birth_date=r.birth_date,
-            enrolled_at=r.enrolled_at,
-            channel=r.channel,
+    # Only purchases that a return in the window takes back need their points remembered.
+    replay = _Replay(spec, repository.returned_purchases(conn, program_id, start, end))
+    for member_id, r in repository.member_rows(conn, program_id).items():
+        replay.add_member(
+            engine.MemberSnapshot(
+                id=member_id,
+                status=str(r.status),
+                birth_date=r.birth_date,
+                enrolled_at=r.enrolled_at,
+                channel=r.channel,
+            )
         )
-        for member_id, r in repository.member_rows(conn, program_id).items()
-    }
-    member_counts: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
-    program_counts: dict[str, int] = {}
-    purchases: dict[int, tuple[int, int]] = {}  # activity id -> (amount, simulated points)
+    # Bodies are read only where the program can use them: a purchase's lines, an event's
+    # attributes. Returns are priced from the purchase they return.
+    program = engine.compile_program(spec)
+    reads_lines = program.reads_lines
+    event_rules = any(trigger != "purchase" for trigger in program.by_trigger)
+    bodies = (("purchase",) if reads_lines else ()) + (("event",) if event_rules else ())
     months: dict[str, Month] = {}
     count = 0
     month = Month("")
     month_ends = start  # rows come oldest first: find the month only when one ends
-    for row in repository.activity_stream(conn, program_id, start, end):
-        if row.occurred_at >= month_ends:
-            local = row.occurred_at.astimezone(zone)
-            key = local.strftime("%Y-%m")
-            month = months.get(key) or months.setdefault(key, Month(key))
-            month_ends = _next_month(local)
-        month.activities += 1
-        month.actual_points += int(row.points)
-        month.simulated_points += _replay_one(
-            spec, row, snapshots, member_counts, program_counts, purchases
-        )
+    for row in repository.activity_stream(conn, program_id, start, end, bodies=bodies):
+        # Unpacked once: looking up a column by name on a Row costs more than a simple
+        # program's whole evaluation.
+        (activity_id, kind, member_id, occurred_at, amount, currency, store, channel,
+         event_type, original_id, body, points) = row  # fmt: skip
         count += 1
         if progress is not None and count % 10_000 == 0:
             progress(10_000)
+        if isinstance(occurred_at, str):  # SQLite
+            occurred_at = datetime.fromisoformat(occurred_at)
+        if occurred_at >= month_ends:
+            local = occurred_at.astimezone(zone)
+            key = local.strftime("%Y-%m")
+            month = months.get(key) or months.setdefault(key, Month(key))
+            month_ends = _next_month(local).astimezone(UTC)  # UTC compares with UTC at once
+        month.activities += 1
+        month.actual_points += points
+        if member_id is None:
+            continue
+        if kind == "return":
+            month.simulated_points += replay.returned(original_id, amount or 0)
+        elif kind == "purchase":
+            lines = _lines(body) if reads_lines else ()
+            facts = engine.ActivityFacts(
+                type="purchase",
+                occurred_at=occurred_at,
+                amount=amount or 0,
+                currency=currency,
+                store=store,
+                channel=channel,
+                lines=lines,
+            )
+            month.simulated_points += replay.earned(member_id, facts, purchase_id=activity_id)
+        elif (event_type or "event") in program.by_trigger:  # else no rule: nothing to earn
+            facts = engine.ActivityFacts(
+                type="event",
+                occurred_at=occurred_at,
+                event_type=event_type,
+                attributes=_decoded(body).get("attributes", {}),
+            )
+            month.simulated_points += replay.earned(member_id, facts)
     for debit in repository.member_debits(conn, program_id, start, end):
         key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
         months.setdefault(key, Month(key)).debits += int(debit.amount)
@@ -124,57 +154,65 @@ def _next_month(local: datetime) -> datetime:
     return first.replace(month=first.month + 1)
 
 
-def _replay_one(
-    spec: ProgramSpec,
-    row: Any,
-    snapshots: dict[int, engine.MemberSnapshot],
-    member_counts: dict[int, dict[str, tuple[int, int]]],
-    program_counts: dict[str, int],
-    purchases: dict[int, tuple[int, int]],
-) -> int:
-    if row.member_id is None:
-        return 0
-    if row.type == "return":
-        amount, points = purchases.get(row.original_id, (0, 0))
-        return -(points * int(row.amount or 0) // amount) if amount else 0
-    member = snapshots.get(int(row.member_id))
-    if member is None:
-        return 0
-    facts = _facts(row)
-    counts = member_counts[member.id]
-    evaluation = engine.evaluate(
-        spec, facts, member, engine.Counters(counts, program_counts), dates=False
-    )
-    engine.apply_counters(counts, program_counts, evaluation.counters)
-    points = evaluation.total_points
-    if row.type == "purchase":
-        purchases[int(row.id)] = (int(row.amount or 0), points)
-    return points
+class _Replay:
+    """What a replay remembers: each member with their rule counters (as the live system keeps
+    them in the database), the program-wide counters, and the simulated points of purchases."""
+
+    def __init__(self, spec: ProgramSpec, returned: set[int]) -> None:
+        self.spec = spec
+        self.returned_ids = returned
+        self.program_counts: dict[str, int] = {}
+        #: member id -> (snapshot, counters, the same counters as the engine reads them)
+        self.members: dict[
+            int, tuple[engine.MemberSnapshot, dict[str, tuple[int, int]], engine.Counters]
+        ] = {}
+        self.purchases: dict[int, tuple[int, int]] = {}  # id -> (amount, simulated points)
+
+    def add_member(self, snapshot: engine.MemberSnapshot) -> None:
+        counts: dict[str, tuple[int, int]] = {}
+        counters = engine.Counters(counts, self.program_counts)
+        self.members[snapshot.id] = (snapshot, counts, counters)
+
+    def earned(
+        self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
+    ) -> int:
+        """The points `facts` earn under the proposed program; a purchase's are remembered
+        for its returns."""
+        member = self.members.get(member_id)
+        if member is None:
+            return 0
+        snapshot, counts, counters = member
+        evaluation = engine.evaluate(self.spec, facts, snapshot, counters, dates=False)
+        if evaluation.counters:
+            engine.apply_counters(counts, self.program_counts, evaluation.counters)
+        points = evaluation.total_points
+        if purchase_id in self.returned_ids:
+            self.purchases[purchase_id] = (facts.amount, points)
+        return points
+
+    def returned(self, purchase_id: int | None, amount: int) -> int:
+        """A return takes back the share of the purchase's points that it is of its amount."""
+        if purchase_id is None:
+            return 0
+        bought, points = self.purchases.get(purchase_id, (0, 0))
+        return -(points * amount // bought) if bought else 0
 
 
-def _facts(row: Any) -> engine.ActivityFacts:
-    body = row.body if isinstance(row.body, dict) else json.loads(row.body)
-    if row.type == "purchase":
-        return engine.ActivityFacts(
-            type="purchase",
-            occurred_at=row.occurred_at,
-            amount=int(row.amount or 0),
-            store=row.store,
-            channel=row.channel,
-            lines=tuple(
-                engine.Line(
-                    ln["sku"],
-                    int(ln.get("quantity", 1)),
-                    int(ln["amount"]),
-                    ln.get("category"),
-                    tuple(ln.get("labels", ())),
-                )
-                for ln in body.get("lines", ())
-            ),
+def _lines(body: str | dict[str, Any] | None) -> tuple[engine.Line, ...]:
+    return tuple(
+        engine.Line(
+            ln["sku"],
+            int(ln.get("quantity", 1)),
+            int(ln["amount"]),
+            ln.get("category"),
+            tuple(ln.get("labels", ())),
         )
-    return engine.ActivityFacts(
-        type="event",
-        occurred_at=row.occurred_at,
-        event_type=row.event_type,
-        attributes=body.get("attributes", {}),
+        for ln in _decoded(body).get("lines", ())
     )
+
+
+def _decoded(body: str | dict[str, Any] | None) -> dict[str, Any]:
+    if body is None:
+        return {}
+    decoded: dict[str, Any] = json.loads(body) if isinstance(body, str) else body
+    return decoded

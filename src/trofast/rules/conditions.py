@@ -25,42 +25,61 @@ _COMPARE: dict[Op, Callable[[Any, Any], bool]] = {
 
 
 def compile_clause(clause: Clause) -> Predicate:
-    """A function of a context that says whether the clause holds."""
+    """A function of a context that says whether the clause holds.
+
+    Conditions run for every rule on every activity (millions in a replay), so each operator
+    gets a function of its own, with nothing left to decide when it runs.
+    """
     field, value, op = clause.field, clause.value, clause.op
     if op is Op.eq:
         return lambda ctx: ctx.get(field) == value
     if op is Op.ne:
         return lambda ctx: ctx.get(field) != value
-    if op is Op.in_:
+    if op in (Op.in_, Op.not_in):
         members = frozenset(_hashable(v) for v in value)
-        return lambda ctx: _hashable(ctx.get(field)) in members
-    if op is Op.not_in:
-        members = frozenset(_hashable(v) for v in value)
-        return lambda ctx: _hashable(ctx.get(field)) not in members
+        wanted = op is Op.in_
+
+        def is_in(ctx: Context) -> bool:
+            found = ctx.get(field)
+            return (_hashable(found) in members) is wanted
+
+        return is_in
     if op in _COMPARE:
         compare = _COMPARE[op]
         return lambda ctx: _safe(compare, ctx.get(field), value)
     if op is Op.between:
         low, high = value
-        return lambda ctx: (
-            _safe(operator.ge, ctx.get(field), low) and _safe(operator.le, ctx.get(field), high)
-        )
+
+        def between(ctx: Context) -> bool:
+            found = ctx.get(field)
+            return _safe(operator.ge, found, low) and _safe(operator.le, found, high)
+
+        return between
     if op is Op.contains:
         return lambda ctx: _contains(ctx.get(field), value)
     if op is Op.exists:
-        wanted = True if value is None else bool(value)
-        return lambda ctx: (ctx.get(field) is not None) is wanted
+        present = True if value is None else bool(value)
+        return lambda ctx: (ctx.get(field) is not None) is present
     raise ValueError(f"unknown operator {op}")
 
 
 def compile_all(clauses: Sequence[Clause]) -> Predicate | None:
     """All clauses must hold; None when there are none (always true)."""
-    predicates = [compile_clause(c) for c in clauses]
+    predicates = tuple(compile_clause(c) for c in clauses)
     if not predicates:
         return None
     if len(predicates) == 1:
         return predicates[0]
-    return lambda ctx: all(p(ctx) for p in predicates)
+
+    def every(ctx: Context) -> bool:
+        # A loop, not all() over a generator: this runs per rule per activity, and the
+        # generator costs more than the clauses.
+        for predicate in predicates:  # noqa: SIM110
+            if not predicate(ctx):
+                return False
+        return True
+
+    return every
 
 
 def _safe(compare: Callable[[Any, Any], bool], left: Any, right: Any) -> bool:

@@ -3,30 +3,38 @@
 (program version, activity, member snapshot, counters) -> effects. A program is compiled
 once per version (conditions become functions, rules are sorted by (priority, id)); the
 evaluation of one activity then builds one flat context and walks its rules in order.
+
+It runs for every activity received and for every activity of a what-if replay (millions),
+so the work that does not depend on the activity is done at compile time: line filters as
+sets, counter key prefixes, what the context must hold, which rules a given product line
+passes (remembered per program); and what depends only on the local date (the `now.*`
+fields and counter period keys) is computed once per date. benchmarks/rules.py measures it.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from trofast.ledger.allocation import expiry_after_months, expiry_end_of_year, vesting_time
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import conditions
+from trofast.rules.conditions import Context
 from trofast.rules.document import (
     Cashback,
     EarnRate,
+    Effect,
     Expiry,
     ExpiryAfterMonths,
     ExpiryEndOfYear,
-    Fixed,
-    FromAttribute,
+    Limits,
     LineFilter,
     MemberLimit,
-    Multiplier,
     PerAmount,
     Period,
     PerUnit,
@@ -176,34 +184,66 @@ def lot_dates(
 
 # --- compilation -------------------------------------------------------------------------
 
+#: Member fields that are computed from the snapshot (the others are copied as they are).
+_DERIVED_MEMBER_FIELDS = frozenset(
+    {"member.age", "member.birthday_today", "member.birthday_week", "member.days_enrolled"}
+)
+#: How many distinct lines (sku, category, labels) a compiled program remembers the matching
+#: rules of; past that the memory starts again (a server keeps program versions for long).
+_LINE_MEMORY = 100_000
 
-_LineCtx = tuple[Line, dict[str, Any]]
+_LineShape = tuple[str, str | None, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class _LineLists:
+    """A line filter's lists as sets; `everything` when it names nothing to include."""
+
+    skus: frozenset[str]
+    categories: frozenset[str | None]
+    labels: frozenset[str]
+    exclude_skus: frozenset[str]
+    exclude_categories: frozenset[str | None]
+    everything: bool
+
+    @classmethod
+    def of(cls, wanted: LineFilter) -> _LineLists:
+        return cls(
+            skus=frozenset(wanted.skus),
+            categories=frozenset(wanted.categories),
+            labels=frozenset(wanted.labels),
+            exclude_skus=frozenset(wanted.exclude_skus),
+            exclude_categories=frozenset(wanted.exclude_categories),
+            everything=not (wanted.skus or wanted.categories or wanted.labels),
+        )
+
+    def let_through(self, sku: str, category: str | None, labels: tuple[str, ...]) -> bool:
+        if sku in self.exclude_skus or category in self.exclude_categories:
+            return False
+        return (
+            self.everything
+            or sku in self.skus
+            or category in self.categories
+            or not self.labels.isdisjoint(labels)
+        )
 
 
 @dataclass(frozen=True)
 class _CompiledRule:
     rule: Rule
+    index: int  # place in (priority, id) order; keys the caches of one evaluation
+    kind: str  # the effect's kind: cheaper to compare than isinstance with pydantic classes
     when: conditions.Predicate | None
     line_when: conditions.Predicate | None
     line_filter: LineFilter | None
-
-    def qualifying(self, lines: list[_LineCtx]) -> list[_LineCtx]:
-        wanted = self.line_filter
-        if wanted is None:
-            return lines
-        chosen = []
-        for pair in lines:
-            line, ctx = pair
-            if line.sku in wanted.exclude_skus or line.category in wanted.exclude_categories:
-                continue
-            included = not (wanted.skus or wanted.categories or wanted.labels) or (
-                line.sku in wanted.skus
-                or line.category in wanted.categories
-                or any(label in wanted.labels for label in line.labels)
-            )
-            if included and (self.line_when is None or self.line_when(ctx)):
-                chosen.append(pair)
-        return chosen
+    lists: _LineLists | None
+    #: (limit, counter key without its period bucket), e.g. "coffee:week:" + "2026-W03"
+    limit_keys: tuple[tuple[MemberLimit, str], ...]
+    budget_key: str
+    # What most rules lack, so that they skip it at once:
+    dated: bool  # active_from or active_until
+    limited: bool  # any limit
+    counted: bool  # a per-member limit or a budget: counters to update
 
 
 @dataclass(frozen=True)
@@ -217,10 +257,46 @@ class CompiledProgram:
     stateful_triggers: frozenset[str]
     fields: frozenset[str]
     line_conditions: bool
+    zone: ZoneInfo
+    #: the rules of each best-of group, per (trigger, group)
+    groups: Mapping[tuple[str, str], tuple[_CompiledRule, ...]]
+    #: whether an evaluation needs these parts of the context
+    reads_time: bool
+    reads_attributes: bool
+    member_fields: frozenset[str]
+    #: whether a purchase's points can depend on its lines (beyond their total, which is the
+    #: purchase amount: the API checks that they add up)
+    reads_lines: bool
+    _filtered: tuple[_CompiledRule, ...] = field(repr=False)
+    _line_rules: dict[_LineShape, tuple[int, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def needs(self, prefix: str) -> bool:
         """Whether any condition reads a field starting with `prefix`."""
         return any(f.startswith(prefix) for f in self.fields)
+
+    def rules_for_line(self, line: Line) -> tuple[int, ...]:
+        """Indexes of the rules whose line lists let `line` through (their `when` aside).
+
+        That depends only on the line's sku, category and labels, which repeat from basket to
+        basket, so it is remembered: one look-up per line instead of one test per rule.
+        """
+        labels = line.labels
+        if type(labels) is not tuple:  # a caller's list would not be hashable
+            labels = tuple(labels)
+        shape = (line.sku, line.category, labels)
+        found = self._line_rules.get(shape)
+        if found is None:
+            found = tuple(
+                c.index
+                for c in self._filtered
+                if c.lists is not None and c.lists.let_through(*shape)
+            )
+            if len(self._line_rules) >= _LINE_MEMORY:
+                self._line_rules.clear()
+            self._line_rules[shape] = found
+        return found
 
 
 _compiled: dict[int, tuple[ProgramSpec, CompiledProgram]] = {}
@@ -247,15 +323,34 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
     compiled_rules = [
         _CompiledRule(
             rule=rule,
+            index=index,
+            kind=rule.effect.kind,
             when=conditions.compile_all(rule.when),
             line_when=conditions.compile_all(rule.lines.when) if rule.lines else None,
             line_filter=rule.lines,
+            lists=_LineLists.of(rule.lines) if rule.lines else None,
+            limit_keys=tuple(
+                (limit, f"{rule.id}:{limit.period.value}:") for limit in rule.limits.per_member
+            ),
+            budget_key=budget_key(rule.id),
+            dated=rule.active_from is not None or rule.active_until is not None,
+            limited=rule.limits != Limits(),
+            counted=bool(rule.limits.per_member) or rule.limits.budget is not None,
         )
-        for rule in sorted(rules, key=lambda r: (r.priority, r.id))
+        for index, rule in enumerate(sorted(rules, key=lambda r: (r.priority, r.id)))
     ]
     by_trigger: dict[str, list[_CompiledRule]] = {}
+    groups: dict[tuple[str, str], list[_CompiledRule]] = {}
     for compiled_rule in compiled_rules:
         by_trigger.setdefault(compiled_rule.rule.on, []).append(compiled_rule)
+        if compiled_rule.rule.group is not None:
+            key = (compiled_rule.rule.on, compiled_rule.rule.group)
+            groups.setdefault(key, []).append(compiled_rule)
+    fields = frozenset(
+        clause.field
+        for rule in rules
+        for clause in [*rule.when, *(rule.lines.when if rule.lines else [])]
+    )
     program = CompiledProgram(
         spec=spec,
         by_trigger={k: tuple(v) for k, v in by_trigger.items()},
@@ -268,16 +363,33 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
             or c.rule.limits.budget is not None
             or isinstance(c.rule.effect, Stamp | Cashback)
         ),
-        fields=frozenset(
-            clause.field
-            for rule in rules
-            for clause in [*rule.when, *(rule.lines.when if rule.lines else [])]
-        ),
+        fields=fields,
         line_conditions=any(c.line_when is not None for c in compiled_rules),
+        zone=spec.zone,
+        groups={k: tuple(v) for k, v in groups.items()},
+        reads_time=any(f.startswith("now.") for f in fields),
+        reads_attributes=any(f.startswith("activity.attributes.") for f in fields),
+        member_fields=fields & _DERIVED_MEMBER_FIELDS,
+        reads_lines=any(_reads_lines(c.rule) for c in by_trigger.get("purchase", ())),
+        _filtered=tuple(c for c in compiled_rules if c.lists is not None),
     )
     with _compile_lock:
         _compiled[id(spec)] = (spec, program)
     return program
+
+
+def _reads_lines(rule: Rule) -> bool:
+    """Whether the rule's result can depend on a purchase's lines rather than its amount.
+
+    Without a line filter a rule takes all lines, whose amounts add up to the purchase's; but
+    it counts their quantities as units, where a purchase without lines is one unit.
+    """
+    effect = rule.effect
+    return (
+        rule.lines is not None
+        or isinstance(effect, PerUnit)
+        or (isinstance(effect, Stamp) and effect.per == "unit")
+    )
 
 
 # --- counters ----------------------------------------------------------------------------
@@ -311,7 +423,7 @@ def stamp_key(card_id: str) -> str:
 
 def counter_keys(program: CompiledProgram, facts: ActivityFacts) -> tuple[set[str], set[str]]:
     """(member keys, program keys) an evaluation of `facts` may read."""
-    day = facts.occurred_at.astimezone(program.spec.zone).date()
+    day = facts.occurred_at.astimezone(program.zone).date()
     member: set[str] = set()
     programwide: set[str] = set()
     for compiled in program.by_trigger.get(facts.trigger, ()):
@@ -339,6 +451,28 @@ def apply_counters(
 # --- evaluation --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Day:
+    """What conditions and counter keys read of a local date."""
+
+    date: date
+    fields: Mapping[str, Any]  # the `now.*` fields of the date
+    buckets: Mapping[Period, str]  # period_key() of the date, per period
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(day: date) -> _Day:
+    """Computed once per date: activities come many to a day (and a replay in time order)."""
+    fields = {
+        "now.date": day.isoformat(),
+        "now.year": day.year,
+        "now.month": day.month,
+        "now.day": day.day,
+        "now.weekday": day.isoweekday(),
+    }
+    return _Day(day, fields, {p: period_key(p, day) for p in Period})
+
+
 def activity_context(
     spec: ProgramSpec,
     facts: ActivityFacts,
@@ -347,8 +481,38 @@ def activity_context(
 ) -> dict[str, Any]:
     """The flat, read-only context conditions see; with `program`, only the parts its
     conditions read are computed."""
+    if program is not None:
+        local = facts.occurred_at.astimezone(program.zone)
+        return _context(program, facts, member, local, _day(local.date()))
     local = facts.occurred_at.astimezone(spec.zone)
-    ctx: dict[str, Any] = {
+    ctx = _activity_fields(facts, member)
+    _add_time(ctx, local, _day(local.date()))
+    for name, value in facts.attributes.items():
+        ctx[f"activity.attributes.{name}"] = value
+    ctx.update(_member_context(spec.zone, member, local.date(), _DERIVED_MEMBER_FIELDS))
+    return ctx
+
+
+def _context(
+    program: CompiledProgram,
+    facts: ActivityFacts,
+    member: MemberSnapshot,
+    local: datetime,
+    day: _Day,
+) -> dict[str, Any]:
+    ctx = _activity_fields(facts, member)
+    if program.reads_time:
+        _add_time(ctx, local, day)
+    if program.reads_attributes:
+        for name, value in facts.attributes.items():
+            ctx[f"activity.attributes.{name}"] = value
+    if program.member_fields:
+        ctx.update(_member_context(program.zone, member, local.date(), program.member_fields))
+    return ctx
+
+
+def _activity_fields(facts: ActivityFacts, member: MemberSnapshot) -> dict[str, Any]:
+    return {
         "activity.type": facts.type,
         "activity.amount": facts.amount,
         "activity.currency": facts.currency,
@@ -361,45 +525,37 @@ def activity_context(
         "member.channel": member.channel,
         "tier.name": member.tier,
     }
-    if program is None or program.needs("now."):
-        ctx.update(_time_context(local))
-    if program is None or program.needs("activity.attributes."):
-        for name, value in facts.attributes.items():
-            ctx[f"activity.attributes.{name}"] = value
-    if program is None or program.needs("member."):
-        ctx.update(_member_context(spec, member, local.date()))
-    return ctx
 
 
-def _time_context(local: datetime) -> dict[str, Any]:
-    today = local.date()
-    return {
-        "now.date": today.isoformat(),
-        "now.year": local.year,
-        "now.month": local.month,
-        "now.day": local.day,
-        "now.weekday": local.isoweekday(),
-        "now.hour": local.hour,
-        "now.minute": local.minute,
-    }
+def _add_time(ctx: dict[str, Any], local: datetime, day: _Day) -> None:
+    ctx.update(day.fields)
+    ctx["now.hour"] = local.hour
+    ctx["now.minute"] = local.minute
 
 
-def _member_context(spec: ProgramSpec, member: MemberSnapshot, today: date) -> dict[str, Any]:
+def _member_context(
+    zone: ZoneInfo, member: MemberSnapshot, today: date, wanted: frozenset[str]
+) -> dict[str, Any]:
+    """The `wanted` fields of _DERIVED_MEMBER_FIELDS that the snapshot has data for."""
     ctx: dict[str, Any] = {}
-    if member.birth_date is not None:
-        born = member.birth_date
-        ctx["member.age"] = (
-            today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-        )
-        ctx["member.birthday_today"] = _birthday_in(born, today.year) == today
-        # An ISO week may span New Year: look at the birthdays on either side of it too.
-        week = today.isocalendar()[:2]
-        ctx["member.birthday_week"] = any(
-            _birthday_in(born, year).isocalendar()[:2] == week
-            for year in (today.year - 1, today.year, today.year + 1)
-        )
-    if member.enrolled_at is not None:
-        ctx["member.days_enrolled"] = (today - member.enrolled_at.astimezone(spec.zone).date()).days
+    born = member.birth_date
+    if born is not None:
+        if "member.age" in wanted:
+            ctx["member.age"] = (
+                today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+            )
+        if "member.birthday_today" in wanted:
+            ctx["member.birthday_today"] = _birthday_in(born, today.year) == today
+        if "member.birthday_week" in wanted:
+            # The ISO week is Monday to Sunday and may span New Year: a birthday in either
+            # year can fall in it.
+            monday = today - timedelta(days=today.weekday())
+            sunday = monday + timedelta(days=6)
+            ctx["member.birthday_week"] = any(
+                monday <= _birthday_in(born, year) <= sunday for year in {monday.year, sunday.year}
+            )
+    if member.enrolled_at is not None and "member.days_enrolled" in wanted:
+        ctx["member.days_enrolled"] = (today - member.enrolled_at.astimezone(zone).date()).days
     return ctx
 
 
@@ -408,6 +564,117 @@ def _birthday_in(born: date, year: int) -> date:
         return born.replace(year=year)
     except ValueError:  # 29 February in a common year: the 28th
         return date(year, 2, 28)
+
+
+class _Basket:
+    """The lines of one activity, and which of them each rule takes, found once."""
+
+    __slots__ = ("_line_ctx", "_listed", "_sets", "_taken", "ctx", "lines")
+
+    def __init__(self, program: CompiledProgram, lines: tuple[Line, ...], ctx: Context) -> None:
+        self.lines = lines
+        self.ctx = ctx
+        # rule index -> positions of the lines its lists let through
+        self._listed: dict[int, list[int]] = {}
+        if program._filtered:
+            for position, line in enumerate(lines):
+                for index in program.rules_for_line(line):
+                    self._listed.setdefault(index, []).append(position)
+        self._taken: dict[int, tuple[Sequence[int], int, int]] = {}
+        self._sets: dict[int, set[int]] = {}
+        self._line_ctx: dict[int, Context] = {}
+
+    def take(self, compiled: _CompiledRule) -> tuple[Sequence[int], int, int]:
+        """(positions, amount, units) of the lines `compiled` qualifies: all lines, or those
+        its filter lets through."""
+        key = compiled.index if compiled.line_filter is not None else -1
+        taken = self._taken.get(key)
+        if taken is None:
+            chosen: Sequence[int]
+            if compiled.line_filter is None:
+                chosen = range(len(self.lines))
+            else:
+                chosen = self._listed.get(compiled.index, [])
+                line_when = compiled.line_when
+                if line_when is not None:
+                    chosen = [p for p in chosen if line_when(self._line_context(p))]
+            taken = self._taken[key] = (chosen, *self.totals(chosen))
+        return taken
+
+    def chosen_set(self, compiled: _CompiledRule) -> set[int]:
+        """The positions of take(), as a set."""
+        found = self._sets.get(compiled.index)
+        if found is None:
+            found = self._sets[compiled.index] = set(self.take(compiled)[0])
+        return found
+
+    def totals(self, positions: Iterable[int]) -> tuple[int, int]:
+        """(amount, units) of the lines at `positions`."""
+        amount = units = 0
+        lines = self.lines
+        for position in positions:
+            line = lines[position]
+            amount += line.amount
+            units += line.quantity
+        return amount, units
+
+    def _line_context(self, position: int) -> Context:
+        ctx = self._line_ctx.get(position)
+        if ctx is None:
+            ctx = self._line_ctx[position] = {**self.ctx, **_line_context(self.lines[position])}
+        return ctx
+
+
+class _Run:
+    """One evaluation under way: what its rules share.
+
+    The member's counters are read through `count()`: what this evaluation changed, over
+    what it was given. The given mapping is never written to, nor copied (a replay's holds
+    every period the member ever had).
+    """
+
+    __slots__ = (
+        "basket",
+        "buckets",
+        "changed",
+        "counters",
+        "ctx",
+        "dates",
+        "day",
+        "earned",
+        "facts",
+        "given",
+        "program",
+        "result",
+    )
+
+    def __init__(
+        self,
+        program: CompiledProgram,
+        facts: ActivityFacts,
+        ctx: Context,
+        day: _Day,
+        counters: Counters | None,
+        dates: bool,
+        result: Evaluation,
+    ) -> None:
+        self.program = program
+        self.facts = facts
+        self.ctx = ctx
+        self.day = day.date
+        self.buckets = day.buckets
+        self.counters = counters
+        self.given = counters.member if counters is not None else {}
+        self.changed: dict[str, tuple[int, int]] = {}
+        self.dates = dates
+        self.result = result
+        self.earned: dict[str, int] = {}
+        self.basket = _Basket(program, facts.lines, ctx) if facts.lines else None
+
+    def count(self, key: str) -> tuple[int, int]:
+        """(points, times) of a member counter, as this evaluation has left it so far."""
+        found = self.changed.get(key)
+        return found if found is not None else self.given.get(key, (0, 0))
 
 
 def evaluate(
@@ -428,61 +695,29 @@ def evaluate(
     rules = program.by_trigger.get(facts.trigger, ())
     if not rules:
         return result
-    ctx = activity_context(spec, facts, member, program)
-    if program.line_conditions:
-        lines = [(line, {**ctx, **_line_context(line)}) for line in facts.lines]
-    else:
-        lines = [(line, ctx) for line in facts.lines]
-    local_day = facts.occurred_at.astimezone(spec.zone).date()
-    earned: dict[str, int] = {}
+    local = facts.occurred_at.astimezone(program.zone)
+    day = _day(local.date())
+    run = _Run(
+        program, facts, _context(program, facts, member, local, day), day, counters, dates, result
+    )
     done_groups: set[str] = set()
-    member_counts = dict(counters.member) if counters is not None else {}
     for compiled in rules:
         rule = compiled.rule
         if rule.group is not None:
             if rule.group in done_groups:
                 continue
             done_groups.add(rule.group)
-            members = [c for c in rules if c.rule.group == rule.group]
             candidates = [
-                (
-                    _apply(
-                        program,
-                        c,
-                        facts,
-                        ctx,
-                        lines,
-                        local_day,
-                        earned,
-                        member_counts,
-                        counters,
-                        dry=True,
-                    ),
-                    c,
-                )
-                for c in members
+                (_apply(run, c, dry=True)[0], c) for c in program.groups[(rule.on, rule.group)]
             ]
-            best_value = max(value for (value, _), _ in candidates)
-            winner = next(c for (value, _), c in candidates if value == best_value)
-            for (value, _note), c in candidates:
+            best_value = max(value for value, _ in candidates)
+            winner = next(c for value, c in candidates if value == best_value)
+            for value, c in candidates:
                 if c is not winner and value > 0:
                     result.outcomes.append(RuleOutcome(c.rule.id, 0, "not the best of its group"))
             compiled = winner
             rule = compiled.rule
-        value, note = _apply(
-            program,
-            compiled,
-            facts,
-            ctx,
-            lines,
-            local_day,
-            earned,
-            member_counts,
-            counters,
-            dry=False,
-            into=result,
-            dates=dates,
-        )
+        value, note = _apply(run, compiled, dry=False)
         if value or note:
             result.outcomes.append(RuleOutcome(rule.id, value, note))
         if value > 0 and rule.stop_after:
@@ -500,192 +735,173 @@ def _line_context(line: Line) -> dict[str, Any]:
     }
 
 
-def _apply(
-    program: CompiledProgram,
-    compiled: _CompiledRule,
-    facts: ActivityFacts,
-    ctx: dict[str, Any],
-    lines: list[_LineCtx],
-    local_day: date,
-    earned: dict[str, int],
-    member_counts: dict[str, tuple[int, int]],
-    counters: Counters | None,
-    *,
-    dry: bool,
-    into: Evaluation | None = None,
-    dates: bool = True,
-) -> tuple[int, str]:
-    """What one rule gives: (value, note). Unless `dry`, records its effects in `into`."""
+def _apply(run: _Run, compiled: _CompiledRule, *, dry: bool) -> tuple[int, str]:
+    """What one rule gives: (value, note). Unless `dry`, records its effects in the result."""
     rule = compiled.rule
-    if rule.active_from is not None and local_day < rule.active_from:
+    if compiled.dated:
+        day = run.day
+        if rule.active_from is not None and day < rule.active_from:
+            return 0, ""
+        if rule.active_until is not None and day > rule.active_until:
+            return 0, ""
+    if compiled.when is not None and not compiled.when(run.ctx):
         return 0, ""
-    if rule.active_until is not None and local_day > rule.active_until:
-        return 0, ""
-    if compiled.when is not None and not compiled.when(ctx):
-        return 0, ""
-    chosen = compiled.qualifying(lines) if facts.lines else []
-    if facts.lines or compiled.line_filter is not None:
-        amount = sum(line.amount for line, _ in chosen)
-        units = sum(line.quantity for line, _ in chosen)
+    chosen: Sequence[int] = ()
+    if run.basket is not None:
+        chosen, amount, units = run.basket.take(compiled)
+    elif compiled.line_filter is not None:
+        amount, units = 0, 0
     else:
-        amount, units = facts.amount, 1
+        amount, units = run.facts.amount, 1
     if amount < rule.min_amount:
         return 0, f"below the minimum amount {rule.min_amount}" if rule.min_amount else ""
+    if compiled.line_filter is not None and not chosen and compiled.kind in _NOTHING_FROM_NO_LINES:
+        return 0, ""
     effect = rule.effect
-    if isinstance(effect, Stamp):
-        if counters is not None and _times_used_up(rule, local_day, member_counts):
+    counters = run.counters
+    if effect.kind == "stamp":
+        if counters is not None and _times_used_up(compiled, run):
             return 0, "no more stamps this period"
-        value, note = _stamp(program, rule, effect, units, member_counts, dry, into, facts, dates)
-        if not dry and into is not None and counters is not None and note:
-            _count(rule, 0, local_day, member_counts, into)
+        value, note = _stamp(run, rule, effect, units, dry)
+        if not dry and counters is not None and note:
+            _count(run, compiled, 0)
         return value, note
-    raw = _raw_value(program, compiled, effect, facts, chosen, amount, units, earned)
+    raw = _raw_value(run, compiled, effect, chosen, amount, units)
     if raw <= 0:
         return 0, ""
-    value, note = _limit(rule, raw, local_day, member_counts, counters)
-    if dry or into is None or value <= 0:
+    value, note = _limit(run, compiled, raw) if compiled.limited else (raw, "")
+    if dry or value <= 0:
         return value, note
-    earned[rule.id] = value
-    if isinstance(effect, Cashback):
-        into.cashback.append(CashbackEffect(value, rule.id))
+    run.earned[rule.id] = value
+    if effect.kind == "cashback":
+        run.result.cashback.append(CashbackEffect(value, rule.id))
     else:
-        vests_at, expires_at = _dates(program, rule, facts) if dates else (None, None)
-        into.points.append(PointsEffect(value, rule.id, vests_at, expires_at))
-    if counters is not None:
-        _count(rule, value, local_day, member_counts, into)
+        vests_at, expires_at = _dates(run.program, rule, run.facts) if run.dates else (None, None)
+        run.result.points.append(PointsEffect(value, rule.id, vests_at, expires_at))
+    if counters is not None and compiled.counted:
+        _count(run, compiled, value)
     return value, note
 
 
+#: Effects that give nothing when a rule's line filter takes no line (amount and units are 0);
+#: `fixed` and a stamp `per: activity` do give something.
+_NOTHING_FROM_NO_LINES = frozenset({"per_amount", "per_unit", "cashback", "multiplier"})
+
+
 def _raw_value(
-    program: CompiledProgram,
+    run: _Run,
     compiled: _CompiledRule,
-    effect: Any,
-    facts: ActivityFacts,
-    chosen: list[_LineCtx],
+    effect: Effect,
+    chosen: Sequence[int],
     amount: int,
     units: int,
-    earned: dict[str, int],
 ) -> int:
-    if isinstance(effect, PerAmount):
+    if effect.kind == "per_amount":
         return points_for_amount(amount, effect)
-    if isinstance(effect, Fixed):
+    if effect.kind == "fixed":
         return effect.points
-    if isinstance(effect, PerUnit):
+    if effect.kind == "per_unit":
         return effect.points * units
-    if isinstance(effect, Cashback):
+    if effect.kind == "cashback":
         return amount * effect.basis_points // 10_000
-    if isinstance(effect, FromAttribute):
-        base = facts.attributes.get(effect.attribute)
+    if effect.kind == "attribute":
+        attributes = run.facts.attributes
+        base = attributes.get(effect.attribute)
         if not isinstance(base, int | float) or isinstance(base, bool) or base <= 0:
             return 0
         factor = effect.default_factor
         if effect.factor_by is not None:
-            factor = effect.factors.get(str(facts.attributes.get(effect.factor_by)), factor)
+            factor = effect.factors.get(str(attributes.get(effect.factor_by)), factor)
         return int(base) * effect.points * factor // (effect.per * 100)
-    if isinstance(effect, Multiplier):
+    if effect.kind == "multiplier":
         extra = 0
+        earned = run.earned
         for target_id in effect.of:
             if earned.get(target_id, 0) <= 0:
                 continue
-            target = program.by_id[target_id]
+            target = run.program.by_id[target_id]
             if compiled.line_filter is None:
                 base = earned[target_id]
             else:
-                base = min(earned[target_id], _restricted(target, chosen))
+                base = min(earned[target_id], _restricted(run, target, chosen))
             extra += base * (effect.percent - 100) // 100
         return extra
     return 0
 
 
-def _restricted(target: _CompiledRule, chosen: list[_LineCtx]) -> int:
+def _restricted(run: _Run, target: _CompiledRule, chosen: Sequence[int]) -> int:
     """What `target` would give on the `chosen` lines alone (before limits)."""
-    subset = target.qualifying(chosen)
+    basket = run.basket
+    if basket is None or not chosen:
+        return 0
+    subset: Iterable[int] = chosen
+    if target.line_filter is not None:
+        theirs = basket.chosen_set(target)
+        subset = [p for p in chosen if p in theirs]
     effect = target.rule.effect
-    if isinstance(effect, PerAmount):
-        return points_for_amount(sum(line.amount for line, _ in subset), effect)
-    if isinstance(effect, PerUnit):
-        return effect.points * sum(line.quantity for line, _ in subset)
+    if effect.kind == "per_amount":
+        return points_for_amount(basket.totals(subset)[0], effect)
+    if effect.kind == "per_unit":
+        return effect.points * basket.totals(subset)[1]
     return 0
 
 
-def _limit(
-    rule: Rule,
-    raw: int,
-    day: date,
-    member_counts: dict[str, tuple[int, int]],
-    counters: Counters | None,
-) -> tuple[int, str]:
+def _limit(run: _Run, compiled: _CompiledRule, raw: int) -> tuple[int, str]:
     value, note = raw, ""
-    limits = rule.limits
+    limits = compiled.rule.limits
     if limits.per_activity is not None and value > limits.per_activity:
         value, note = limits.per_activity, "capped per activity"
-    if counters is None:
+    if run.counters is None:
         return value, note
-    for limit in limits.per_member:
-        points, times = member_counts.get(limit_key(rule.id, limit, day), (0, 0))
+    for limit, prefix in compiled.limit_keys:
+        points, times = run.count(prefix + run.buckets[limit.period])
         if limit.times is not None and times >= limit.times:
             return 0, f"already {times} time(s) this {limit.period.value}"
         if limit.points is not None and value > limit.points - points:
             value, note = max(0, limit.points - points), f"capped per {limit.period.value}"
     if limits.budget is not None:
-        used = counters.program.get(budget_key(rule.id), 0)
+        used = run.counters.program.get(compiled.budget_key, 0)
         if value > limits.budget - used:
             value, note = max(0, limits.budget - used), "rule budget reached"
     return value, note
 
 
-def _times_used_up(rule: Rule, day: date, member_counts: dict[str, tuple[int, int]]) -> bool:
+def _times_used_up(compiled: _CompiledRule, run: _Run) -> bool:
     """Whether a `times` limit of the rule is reached for this period."""
-    for limit in rule.limits.per_member:
-        _, times = member_counts.get(limit_key(rule.id, limit, day), (0, 0))
+    for limit, prefix in compiled.limit_keys:
+        _, times = run.count(prefix + run.buckets[limit.period])
         if limit.times is not None and times >= limit.times:
             return True
     return False
 
 
-def _count(
-    rule: Rule,
-    value: int,
-    day: date,
-    member_counts: dict[str, tuple[int, int]],
-    into: Evaluation,
-) -> None:
-    for limit in rule.limits.per_member:
-        key = limit_key(rule.id, limit, day)
-        points, times = member_counts.get(key, (0, 0))
-        member_counts[key] = (points + value, times + 1)
-        into.counters.append(CounterDelta(key, value, 1))
-    if rule.limits.budget is not None:
-        into.counters.append(CounterDelta(budget_key(rule.id), value, 1, member=False))
+def _count(run: _Run, compiled: _CompiledRule, value: int) -> None:
+    for limit, prefix in compiled.limit_keys:
+        key = prefix + run.buckets[limit.period]
+        points, times = run.count(key)
+        run.changed[key] = (points + value, times + 1)
+        run.result.counters.append(CounterDelta(key, value, 1))
+    if compiled.rule.limits.budget is not None:
+        run.result.counters.append(CounterDelta(compiled.budget_key, value, 1, member=False))
 
 
-def _stamp(
-    program: CompiledProgram,
-    rule: Rule,
-    effect: Stamp,
-    units: int,
-    member_counts: dict[str, tuple[int, int]],
-    dry: bool,
-    into: Evaluation | None,
-    facts: ActivityFacts,
-    dates: bool,
-) -> tuple[int, str]:
+def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple[int, str]:
     stamps = units if effect.per == "unit" else 1
     if stamps <= 0:
         return 0, ""
-    card = program.cards[effect.card]
+    card = run.program.cards[effect.card]
     key = stamp_key(card.id)
-    have, times = member_counts.get(key, (0, 0))
+    have, times = run.count(key)
     filled, left = divmod(have + stamps, card.stamps)
-    if dry or into is None:
+    if dry:
         return filled * card.reward_points, ""
-    member_counts[key] = (left, times)
-    into.counters.append(CounterDelta(key, left - have, 0))
+    run.changed[key] = (left, times)
+    run.result.counters.append(CounterDelta(key, left - have, 0))
     note = f"{stamps} stamp(s) on {card.id}: {left}/{card.stamps}"
     if filled:
-        vests_at, expires_at = _dates(program, rule, facts) if dates else (None, None)
+        vests_at, expires_at = _dates(run.program, rule, run.facts) if run.dates else (None, None)
         reward = filled * card.reward_points
-        into.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
+        run.result.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
         return reward, note + f", {filled} card(s) completed"
     return 0, note
 
