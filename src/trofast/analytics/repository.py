@@ -104,6 +104,7 @@ def member_rows(conn: Connection, program_id: int) -> dict[int, Any]:
             members.c.birth_date,
             members.c.enrolled_at,
             members.c.channel,
+            members.c.tags,
         ).where(members.c.program_id == program_id)
     ).all()
     return {int(r.id): r for r in rows}

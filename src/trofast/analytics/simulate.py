@@ -79,6 +79,7 @@ def simulate(
                 birth_date=r.birth_date,
                 enrolled_at=r.enrolled_at,
                 channel=r.channel,
+                tags=tuple(r.tags or ()),
             )
         )
     # Bodies are read only where the program can use them: a purchase's lines, an event's
