@@ -308,36 +308,10 @@ def lock_account(conn: Connection, program_id: int, account_id: int) -> AnyRow:
     return row
 
 
-def _header(
-    conn: Connection,
-    ctx: Context,
-    kind: str,
-    key: str,
-    *,
-    member_id: int | None,
-    activity_id: int | None = None,
-    rule: str | None = None,
-    request_hash: str | None = None,
-    reference: str | None = None,
-    reason: str | None = None,
-    reverses_id: int | None = None,
-    effective_at: datetime | None = None,
-) -> int:
-    values = _header_values(
-        ctx,
-        kind,
-        key,
-        member_id=member_id,
-        activity_id=activity_id,
-        rule=rule,
-        request_hash=request_hash,
-        reference=reference,
-        reason=reason,
-        reverses_id=reverses_id,
-        effective_at=effective_at,
-    )
-    result = conn.execute(_INSERT_HEADER, values)
-    return int(result.scalar_one())
+def _header(conn: Connection, ctx: Context, kind: str, key: str, **fields: Any) -> int:
+    """Insert a ledger transaction header (fields as `_header_values` takes them); its id."""
+    values = _header_values(ctx, kind, key, **fields)
+    return int(conn.execute(_INSERT_HEADER, values).scalar_one())
 
 
 def _header_values(
