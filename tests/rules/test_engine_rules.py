@@ -763,3 +763,24 @@ def test_what_the_rest_of_a_purchase_earns() -> None:
     assert earned(spec, buy(None, *full)) == {"base": 61, "double-coffee": 31, "big": 40}
     rest = (line("beans", 15950, 1, "coffee"), full[1], full[2])  # one bag of beans back
     assert earned(spec, buy(None, *rest), counters=None) == {"base": 45, "double-coffee": 15}
+
+
+def test_a_rule_about_certain_lines_gives_nothing_without_them() -> None:
+    spec = program(
+        {
+            "id": "coffee-bonus",
+            "lines": {"categories": ["coffee"]},
+            "effect": {"kind": "fixed", "points": 15},
+        },
+        {
+            "id": "visit-stamp",
+            "lines": {"categories": ["coffee"]},
+            "effect": {"kind": "stamp", "card": "kaffe", "per": "activity"},
+        },
+        stamp_cards=[{"id": "kaffe", "name": "Kaffe", "stamps": 1, "reward_points": 7}],
+    )
+    tea = buy(None, line("te", 3000, 1, "tea"))
+    assert earned(spec, tea) == {}
+    assert earned(spec, buy(3000)) == {}  # no lines at all
+    latte = buy(None, line("latte", 4500, 1, "coffee"))
+    assert earned(spec, latte) == {"coffee-bonus": 15, "visit-stamp:kaffe": 7}

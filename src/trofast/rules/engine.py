@@ -755,8 +755,8 @@ def _apply(run: _Run, compiled: _CompiledRule, *, dry: bool) -> tuple[int, str]:
         amount, units = run.facts.amount, 1
     if amount < rule.min_amount:
         return 0, f"below the minimum amount {rule.min_amount}" if rule.min_amount else ""
-    if compiled.line_filter is not None and not chosen and compiled.kind in _NOTHING_FROM_NO_LINES:
-        return 0, ""
+    if compiled.line_filter is not None and not chosen:
+        return 0, ""  # a rule about certain lines gives nothing to a basket without them
     effect = rule.effect
     counters = run.counters
     if effect.kind == "stamp":
@@ -781,11 +781,6 @@ def _apply(run: _Run, compiled: _CompiledRule, *, dry: bool) -> tuple[int, str]:
     if counters is not None and compiled.counted:
         _count(run, compiled, value)
     return value, note
-
-
-#: Effects that give nothing when a rule's line filter takes no line (amount and units are 0);
-#: `fixed` and a stamp `per: activity` do give something.
-_NOTHING_FROM_NO_LINES = frozenset({"per_amount", "per_unit", "cashback", "multiplier"})
 
 
 def _raw_value(
