@@ -34,11 +34,10 @@ def balance(
 ) -> BalanceView:
     """Available and pending points, what expires soon, and lifetime totals."""
     with svc.db.read() as conn:
-        member = members.resolve(conn, principal.program_id, ref)
-        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        member = members.resolve_account(conn, principal.program_id, ref)
         program = programs.current(conn, principal.program_id)
         now = svc.clock.now()
-        figures = service.member_balance(conn, int(account.account_id), now)
+        figures = service.member_balance(conn, int(member.account_id), now)
         wallet_id = repository.member_account(conn, int(member.id), service.MONEY)
         wallet = None
         if wallet_id is not None:
@@ -69,9 +68,8 @@ def ledger_history(
     """The member's ledger, newest first; each entry with its cause and rule version."""
     before = pagination.decode(cursor)
     with svc.db.read() as conn:
-        member = members.resolve(conn, principal.program_id, ref)
-        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
-        rows = repository.history(conn, int(member.id), int(account.account_id), before, limit + 1)
+        member = members.resolve_account(conn, principal.program_id, ref)
+        rows = repository.history(conn, int(member.id), int(member.account_id), before, limit + 1)
     items = [
         LedgerEntry(
             id=r.id,
@@ -106,11 +104,10 @@ def spend(
     idempotent."""
     now = svc.clock.now()
     with svc.db.write() as conn:
-        member = members.resolve(conn, principal.program_id, ref)
+        member = members.resolve_account(conn, principal.program_id, ref)
         if member.status != "active":
             raise Problem(409, "member_suspended", "A suspended member cannot spend points.")
-        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
-        account_id = int(account.account_id)
+        account_id = int(member.account_id)
         if data.unit == service.MONEY:
             account_id = service.wallet_account(conn, principal.program_id, int(member.id))
         program = programs.current(conn, principal.program_id)
@@ -148,13 +145,12 @@ def adjust(
         raise invalid("zero_adjustment", "An adjustment must move at least one point.")
     now = svc.clock.now()
     with svc.db.write() as conn:
-        member = members.resolve(conn, principal.program_id, ref)
-        account = members.resolve_with_account(conn, principal.program_id, member_id=member.id)
+        member = members.resolve_account(conn, principal.program_id, ref)
         program = programs.current(conn, principal.program_id)
         _, expires_at = lot_dates(program.spec, now)
         op = service.Adjust(
             member_id=int(member.id),
-            account_id=int(account.account_id),
+            account_id=int(member.account_id),
             points=data.points,
             reason=data.reason,
             idempotency_key=f"adjust:{data.reference}",

@@ -78,16 +78,33 @@ def profile_complete(member: MemberOut) -> bool:
 
 def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
     """A member row by id or 12-digit loyalty number, or 404 (422 for a mistyped number)."""
-    if loyalty_number.looks_like_number(ref):
-        check_loyalty_number(ref)
-        row = repository.get_by_number(conn, program_id, ref)
-    elif ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
-        row = repository.get(conn, program_id, int(ref))
-    else:
-        row = None
+    member_id, number = _parse_ref(ref)
+    row = None
+    if number is not None:
+        row = repository.get_by_number(conn, program_id, number)
+    elif member_id is not None:
+        row = repository.get(conn, program_id, member_id)
     if row is None:
         raise not_found("member", ref)
     return row
+
+
+def resolve_account(conn: Connection, program_id: int, ref: str) -> AnyRow:
+    """Like `resolve_with_account`, by a reference as `resolve` takes it."""
+    member_id, number = _parse_ref(ref)
+    if member_id is None and number is None:
+        raise not_found("member", ref)
+    return resolve_with_account(conn, program_id, member_id=member_id, number=number)
+
+
+def _parse_ref(ref: str) -> tuple[int | None, str | None]:
+    """(member id, loyalty number) meant by a path reference; (None, None) for neither."""
+    if loyalty_number.looks_like_number(ref):
+        check_loyalty_number(ref)
+        return None, ref
+    if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
+        return int(ref), None
+    return None, None
 
 
 def check_loyalty_number(number: str) -> None:
