@@ -253,15 +253,9 @@ class _Prepared:
     result: ActivityResult
     member: AnyRow | None
     evaluation: engine.Evaluation
+    credits: list[ledger.Credit]
     expected: ledger.Balance | None
     occurred_at: datetime
-
-    @property
-    def credits(self) -> list[ledger.Credit]:
-        return [
-            ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at)
-            for e in self.evaluation.points
-        ]
 
     def earn(self, activity_id: int) -> ledger.Earn | None:
         if self.member is None or not self.evaluation.points:
@@ -303,10 +297,8 @@ def _prepare(
     evaluation = engine.Evaluation()
     if member is not None:
         evaluation = engine.evaluate(program.spec, facts, snapshot(member), counters)
-    prepared_credits = [
-        ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points
-    ]
-    expected = None if before is None else ledger.predict_earn(before, prepared_credits, ctx.now)
+    credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points]
+    expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
     effects = [
         EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
         for e in evaluation.points
@@ -344,7 +336,7 @@ def _prepare(
         result=_stored(result),
         **columns,
     )
-    return _Prepared(row, result, member, evaluation, expected, facts.occurred_at)
+    return _Prepared(row, result, member, evaluation, credits, expected, facts.occurred_at)
 
 
 class _UseSinglePath(Exception):
