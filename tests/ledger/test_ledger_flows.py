@@ -34,13 +34,6 @@ ACTIVITY = TypeAdapter(ActivityIn)
 MakeProgram = Callable[..., ProgramVersion]
 
 
-def run_due_for(db: Database, clock: FixedClock, program_id: int) -> JobReport:
-    """`run_due`, confined to one program. The test database holds the programs of every
-    test in the session and the job visits each of them; that would make every run here
-    slower than the last, and would count other programs' lots in the report."""
-    return jobs.run_due(db, clock, [program_id])
-
-
 class Shop:
     """A program, its clock and the service calls a till or an admin would make."""
 
@@ -130,7 +123,7 @@ class Shop:
         )
 
     def run_jobs(self) -> JobReport:
-        return run_due_for(self.db, self.clock, self.pid)
+        return jobs.run_due(self.db, self.clock, [self.pid])
 
     # -- reading back
     def balance(self, member: tuple[int, int]) -> dict[str, int]:

@@ -44,7 +44,6 @@ from trofast.members import service as members
 from trofast.members.schemas import MemberIn
 from trofast.programs.service import ProgramVersion
 from trofast.worker import jobs
-from trofast.worker.jobs import JobReport
 
 START = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 POINTS, PER_AMOUNT = 2, 1000  # 2 points per full 10.00 SEK
@@ -68,13 +67,6 @@ deltas = st.one_of(
     st.integers(1, 20).map(lambda d: timedelta(days=d)),
     st.integers(1, 200).map(lambda d: timedelta(days=d)),
 )
-
-
-def run_due_for(db: Database, clock: FixedClock, program_id: int) -> JobReport:
-    """`run_due`, confined to one program. The test database holds the programs of every
-    test in the session and the job visits each of them; that would make every run here
-    slower than the last, and would count other programs' lots in the report."""
-    return jobs.run_due(db, clock, [program_id])
 
 
 def points_for(amount: int) -> int:
@@ -598,7 +590,7 @@ class LedgerMachine(RuleBasedStateMachine):
             event("expired")
             lot.expired += lot.remaining
             lot.remaining = 0
-        report = run_due_for(self.db, self.clock, self.pid)
+        report = jobs.run_due(self.db, self.clock, [self.pid])
         assert (report.vested, report.expired) == (len(vesting), len(expiring))
 
     # -- after every step ---------------------------------------------------------------------
