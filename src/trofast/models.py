@@ -1,23 +1,33 @@
 """Every table, imported once so `metadata` is complete (Alembic, tests)."""
 
 from trofast.access.models import api_keys
-from trofast.activities.models import activities
+from trofast.activities.models import activities, rule_counters
+from trofast.households.models import household_invites, households
 from trofast.kit.idempotency import idempotency_keys
 from trofast.kit.orm import metadata
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 from trofast.members.models import members
+from trofast.notify.models import outbox
 from trofast.programs.models import program_versions, programs
+from trofast.rewards.models import gift_codes, reward_stock, vouchers
 
 __all__ = [
     "accounts",
     "activities",
     "api_keys",
+    "gift_codes",
+    "household_invites",
+    "households",
     "idempotency_keys",
     "ledger_transactions",
     "lots",
     "members",
     "metadata",
+    "outbox",
     "program_versions",
     "programs",
+    "reward_stock",
+    "rule_counters",
     "transfers",
+    "vouchers",
 ]

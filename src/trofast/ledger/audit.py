@@ -100,7 +100,9 @@ def _lot_flow(
     """Tally one transfer against its lot's buckets."""
     debit_kind = kinds.get(int(t.debit_account_id), ("?", 0, None))[0]
     credit_kind = kinds.get(int(t.credit_account_id), ("?", 0, None))[0]
-    if credit_kind == "member":
+    if credit_kind == "member" and debit_kind == "redemption":
+        flow["consumed"] -= amount  # a refund gives spent points back to their lot
+    elif credit_kind == "member":
         if t.phase in POSTED:
             flow["credited"] += amount
         elif t.phase == "pending":
@@ -112,14 +114,21 @@ def _lot_flow(
             flow["pending"] -= amount
         if t.phase == "void":
             flow["voided"] += amount
-    elif debit_kind == "member" and t.phase in POSTED:
-        bucket = {
-            "redemption": "consumed",
-            "adjustment": "consumed",
-            "breakage": "expired",
-            "issuance": "reversed",
-        }.get(credit_kind, "unknown")
-        flow[bucket] += amount
+    elif debit_kind == "member":
+        # A hold (pending debit) keeps points on the lot as `held` until posted or voided.
+        if t.phase == "pending":
+            flow["held"] += amount
+        elif t.phase in ("post", "void"):
+            flow["held"] -= amount
+        if t.phase in POSTED:
+            bucket = {
+                "redemption": "consumed",
+                "adjustment": "consumed",
+                "transfer": "consumed",
+                "breakage": "expired",
+                "issuance": "reversed",
+            }.get(credit_kind, "unknown")
+            flow[bucket] += amount
 
 
 def _audit_lots(
@@ -161,6 +170,10 @@ def _audit_lots(
                         f"lot {lot.id}: {bucket} is {lot._mapping[bucket]}, "
                         f"transfers say {said.get(bucket, 0)}"
                     )
+            if flow.get("held", 0) != int(lot.held):
+                problems.append(
+                    f"lot {lot.id}: held is {lot.held}, open holds say {flow.get('held', 0)}"
+                )
             backed[int(lot.account_id)]["posted"] += int(lot.remaining) + int(lot.held)
             backed[int(lot.account_id)]["held"] += int(lot.held)
         if flow.get("unknown"):

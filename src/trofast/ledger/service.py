@@ -8,6 +8,7 @@ constraints stand behind every guard. The caller owns the database transaction.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,7 @@ POINTS = "points"
 MONEY = "money"
 UNITS = (POINTS, MONEY)
 MEMBER = "member"
-SYSTEM_KINDS = ("issuance", "redemption", "breakage", "adjustment")
+SYSTEM_KINDS = ("issuance", "redemption", "breakage", "adjustment", "transfer")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,62 @@ class Adjust:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Reserve points (a redemption's first phase): held on their lots, soonest-expiring
+    first, behind pending transfers until the hold is settled or released."""
+
+    member_id: int
+    account_id: int
+    points: int
+    reference: str
+    idempotency_key: str
+    request_hash: str
+    unit: str = POINTS
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Post a hold: the held points are spent (`hold_id` is the hold's transaction id)."""
+
+    hold_id: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Void a hold: the held points go back to their lots, spendable again."""
+
+    hold_id: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Refund:
+    """Give back points a spend or a settled hold took (`spent_id`), to the lots they came
+    from, last taken first; a lot that has expired meanwhile expires them again at once."""
+
+    spent_id: int
+    points: int
+    idempotency_key: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """Transfer points between two members: the sender's soonest-expiring points go first
+    and keep their expiry in the recipient's new lots."""
+
+    member_id: int
+    account_id: int
+    to_member_id: int
+    to_account_id: int
+    points: int
+    reference: str
+    idempotency_key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
 class Vest:
     lot_id: int
 
@@ -114,7 +171,9 @@ class Expire:
     lot_id: int
 
 
-Operation = Earn | Spend | TakeBack | Adjust | Vest | Expire
+Operation = (
+    Earn | Spend | TakeBack | Adjust | Hold | Settle | Release | Refund | Move | Vest | Expire
+)
 
 
 @dataclass(frozen=True)
@@ -273,6 +332,28 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
             return _take_back(conn, ctx, op)
         case Adjust():
             return _adjust(conn, ctx, op)
+        case Hold():
+            return _debit_lots(
+                conn,
+                ctx,
+                op.member_id,
+                op.account_id,
+                op.points,
+                "hold",
+                "redemption",
+                idempotency_key=op.idempotency_key,
+                request_hash=op.request_hash,
+                reference=op.reference,
+                hold=True,
+            )
+        case Settle():
+            return _resolve_hold(conn, ctx, op.hold_id, op.idempotency_key, settle=True)
+        case Release():
+            return _resolve_hold(conn, ctx, op.hold_id, op.idempotency_key, settle=False)
+        case Refund():
+            return _refund(conn, ctx, op)
+        case Move():
+            return _move(conn, ctx, op)
         case Vest():
             return _vest(conn, ctx, op.lot_id)
         case Expire():
@@ -614,16 +695,23 @@ def _spendable_lots(conn: Connection, account_id: int) -> list[LotBalance]:
 
 
 def _take_from_lots(conn: Connection, taken: Sequence[tuple[int, int]], bucket: str) -> None:
-    """Move points from `remaining` to `bucket` (consumed/expired/reversed), guarded."""
-    column = lots.c[bucket]
-    for lot_id, amount in taken:
+    """Move points from `remaining` to `bucket` (held/consumed/expired/reversed), guarded."""
+    _shift_in_lots(conn, taken, "remaining", bucket)
+
+
+def _shift_in_lots(
+    conn: Connection, moves: Sequence[tuple[int, int]], source: str, target: str
+) -> None:
+    """Move points between two buckets of each lot, guarded: the source must hold them."""
+    src, dst = lots.c[source], lots.c[target]
+    for lot_id, amount in moves:
         result = conn.execute(
             update(lots)
-            .where(lots.c.id == lot_id, lots.c.remaining >= amount)
-            .values(remaining=lots.c.remaining - amount, **{bucket: column + amount})
+            .where(lots.c.id == lot_id, src >= amount)
+            .values({src: src - amount, dst: dst + amount})
         )
         if result.rowcount != 1:
-            raise InvariantBroken(f"lot {lot_id} cannot give {amount}")
+            raise InvariantBroken(f"lot {lot_id} cannot move {amount} from {source} to {target}")
 
 
 def _debit_lots(
@@ -639,8 +727,10 @@ def _debit_lots(
     request_hash: str,
     reference: str | None = None,
     reason: str | None = None,
+    hold: bool = False,
 ) -> Posted:
-    """Spend or debit-adjust: all `points` from vested lots, soonest-expiring first, or 422."""
+    """Spend, debit-adjust or hold: all `points` from vested lots, soonest-expiring first,
+    or 422. A hold keeps the points on their lots (`held`) behind pending transfers."""
     if points <= 0:
         raise InvariantBroken("a debit must be positive")
     counters = lock_account(conn, ctx.program_id, account_id)
@@ -675,17 +765,19 @@ def _debit_lots(
             )
     except IntegrityError:
         raise conflict("reference_in_flight", f"{idempotency_key!r} is being posted.") from None
-    _take_from_lots(conn, taken, "consumed")
+    _take_from_lots(conn, taken, "held" if hold else "consumed")
     target = system_account(conn, ctx.program_id, to_account, str(counters.unit))
+    phase = "pending" if hold else "single"
     conn.execute(
         transfers.insert(),
-        [_leg(ctx, txn, account_id, target, amount, "single", lot_id) for lot_id, amount in taken],
+        [_leg(ctx, txn, account_id, target, amount, phase, lot_id) for lot_id, amount in taken],
     )
-    after = _add_debits(conn, account_id, points)
+    after = _add_debits(conn, account_id, points, pending=hold)
     return Posted(txn, -points, Balance.of(after))
 
 
-def _add_debits(conn: Connection, account_id: int, points: int) -> AnyRow:
+def _add_debits(conn: Connection, account_id: int, points: int, *, pending: bool = False) -> AnyRow:
+    counter = accounts.c.debits_pending if pending else accounts.c.debits_posted
     row = conn.execute(
         update(accounts)
         .where(
@@ -693,7 +785,7 @@ def _add_debits(conn: Connection, account_id: int, points: int) -> AnyRow:
             accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending
             >= points,
         )
-        .values(debits_posted=accounts.c.debits_posted + points)
+        .values({counter: counter + points})
         .returning(*_COUNTERS)
     ).first()
     if row is None:
@@ -863,7 +955,7 @@ def _adjust(conn: Connection, ctx: Context, op: Adjust) -> Posted:
 
 def _lot_for_job(conn: Connection, ctx: Context, lot_id: int, condition: Any) -> AnyRow | None:
     return conn.execute(
-        select(lots.c.id, lots.c.member_id, lots.c.account_id, lots.c.remaining)
+        select(lots.c.id, lots.c.member_id, lots.c.account_id, lots.c.remaining, lots.c.expired)
         .where(lots.c.id == lot_id, lots.c.program_id == ctx.program_id, condition)
         .with_for_update()
     ).first()
@@ -993,7 +1085,9 @@ def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
         return None
     account_id, amount = int(lot.account_id), int(lot.remaining)
     unit = str(lock_account(conn, ctx.program_id, account_id).unit)
-    txn = _header(conn, ctx, "expire", f"expire:{lot_id}", member_id=int(lot.member_id))
+    # Points released or refunded into an already expired lot expire again: a new key.
+    key = f"expire:{lot_id}" if not lot.expired else f"expire:{lot_id}@{lot.expired}"
+    txn = _header(conn, ctx, "expire", key, member_id=int(lot.member_id))
     _take_from_lots(conn, [(lot_id, amount)], "expired")
     breakage = system_account(conn, ctx.program_id, "breakage", unit)
     conn.execute(
@@ -1001,6 +1095,245 @@ def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
     )
     after = _add_debits(conn, account_id, amount)
     return Posted(txn, -amount, Balance.of(after))
+
+
+def _existing(conn: Connection, ctx: Context, key: str) -> int | None:
+    """The id of the transaction posted under `key`, if any."""
+    value = conn.execute(
+        select(ledger_transactions.c.id).where(
+            ledger_transactions.c.program_id == ctx.program_id,
+            ledger_transactions.c.idempotency_key == key,
+        )
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def _counters(conn: Connection, account_id: int) -> AnyRow:
+    return conn.execute(select(*_COUNTERS).where(accounts.c.id == account_id)).one()
+
+
+def _transaction(conn: Connection, ctx: Context, transaction_id: int) -> AnyRow:
+    row = conn.execute(
+        select(ledger_transactions).where(
+            ledger_transactions.c.id == transaction_id,
+            ledger_transactions.c.program_id == ctx.program_id,
+        )
+    ).first()
+    if row is None:
+        raise InvariantBroken(f"transaction {transaction_id} not in program {ctx.program_id}")
+    return row
+
+
+def _resolve_hold(
+    conn: Connection, ctx: Context, hold_id: int, key: str, *, settle: bool
+) -> Posted:
+    """Post (settle) or void (release) every open pending leg of a hold."""
+    hold = _transaction(conn, ctx, hold_id)
+    if hold.kind != "hold":
+        raise InvariantBroken(f"transaction {hold_id} is a {hold.kind}, not a hold")
+    legs = conn.execute(
+        select(transfers.c.id, transfers.c.debit_account_id, transfers.c.credit_account_id)
+        .add_columns(transfers.c.amount, transfers.c.lot_id)
+        .where(transfers.c.transaction_id == hold_id, transfers.c.phase == "pending")
+        .order_by(transfers.c.id)
+    ).all()
+    account_id = int(legs[0].debit_account_id)
+    lock_account(conn, ctx.program_id, account_id)
+    done = _existing(conn, ctx, key)
+    if done is not None:
+        return Posted(done, 0, Balance.of(_counters(conn, account_id)), replayed=True)
+    resolved = conn.execute(
+        select(transfers.c.id).where(transfers.c.pending_id.in_([int(leg.id) for leg in legs]))
+    ).first()
+    if resolved is not None:
+        state = "settled" if settle else "released"
+        raise conflict(
+            "hold_resolved", f"Hold {hold_id} was already settled or released, not {state}."
+        )
+    txn = _header(
+        conn,
+        ctx,
+        "redeem" if settle else "release",
+        key,
+        member_id=hold.member_id,
+        reference=hold.reference,
+        reverses_id=None if settle else hold_id,
+    )
+    phase = "post" if settle else "void"
+    _insert_legs(
+        conn,
+        [
+            _leg(
+                ctx,
+                txn,
+                int(leg.debit_account_id),
+                int(leg.credit_account_id),
+                int(leg.amount),
+                phase,
+                leg.lot_id,
+                pending_id=int(leg.id),
+            )
+            for leg in legs
+        ],
+    )
+    moves = [(int(leg.lot_id), int(leg.amount)) for leg in legs]
+    _shift_in_lots(conn, moves, "held", "consumed" if settle else "remaining")
+    total = sum(amount for _, amount in moves)
+    values: dict[Any, Any] = {accounts.c.debits_pending: accounts.c.debits_pending - total}
+    if settle:
+        values[accounts.c.debits_posted] = accounts.c.debits_posted + total
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id, accounts.c.debits_pending >= total)
+        .values(values)
+        .returning(*_COUNTERS)
+    ).one()
+    if not settle:
+        _expire_lots_due(conn, ctx, [lot_id for lot_id, _ in moves])
+        after = _counters(conn, account_id)
+    return Posted(txn, -total if settle else 0, Balance.of(after))
+
+
+def _refund(conn: Connection, ctx: Context, op: Refund) -> Posted:
+    if op.points <= 0:
+        raise InvariantBroken("a refund must be positive")
+    spent = _transaction(conn, ctx, op.spent_id)
+    if spent.kind not in ("spend", "redeem"):
+        raise InvariantBroken(f"transaction {op.spent_id} is a {spent.kind}; only spends refund")
+    taken = conn.execute(
+        select(transfers.c.debit_account_id, transfers.c.credit_account_id)
+        .add_columns(transfers.c.amount, transfers.c.lot_id)
+        .where(transfers.c.transaction_id == op.spent_id, transfers.c.phase.in_(("single", "post")))
+        .order_by(transfers.c.id.desc())
+    ).all()
+    account_id = int(taken[0].debit_account_id)
+    redemption = int(taken[0].credit_account_id)
+    lock_account(conn, ctx.program_id, account_id)
+    done = _existing(conn, ctx, op.idempotency_key)
+    if done is not None:
+        return Posted(done, 0, Balance.of(_counters(conn, account_id)), replayed=True)
+    given_back: dict[int, int] = defaultdict(int)
+    for row in conn.execute(
+        select(transfers.c.lot_id, transfers.c.amount)
+        .join(ledger_transactions, ledger_transactions.c.id == transfers.c.transaction_id)
+        .where(
+            ledger_transactions.c.reverses_id == op.spent_id,
+            ledger_transactions.c.kind == "refund",
+            transfers.c.credit_account_id == account_id,
+        )
+    ):
+        given_back[int(row.lot_id)] += int(row.amount)
+    moves: list[tuple[int, int]] = []
+    left = op.points
+    for leg in taken:
+        lot_id = int(leg.lot_id)
+        can = min(int(leg.amount), given_back[lot_id])
+        given_back[lot_id] -= can
+        give = min(int(leg.amount) - can, left)
+        if give > 0:
+            moves.append((lot_id, give))
+            left -= give
+    if left > 0:
+        refundable = op.points - left
+        raise Problem(
+            409,
+            "refund_too_large",
+            f"Only {refundable} of the {op.points} points asked can still be given back.",
+            refundable=refundable,
+        )
+    txn = _header(
+        conn,
+        ctx,
+        "refund",
+        op.idempotency_key,
+        member_id=spent.member_id,
+        reference=spent.reference,
+        reason=op.reason,
+        reverses_id=op.spent_id,
+    )
+    _insert_legs(
+        conn,
+        [
+            _leg(ctx, txn, redemption, account_id, amount, "single", lot_id)
+            for lot_id, amount in moves
+        ],
+    )
+    _shift_in_lots(conn, moves, "consumed", "remaining")
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(credits_posted=accounts.c.credits_posted + op.points)
+    )
+    _expire_lots_due(conn, ctx, [lot_id for lot_id, _ in moves])
+    return Posted(txn, op.points, Balance.of(_counters(conn, account_id)))
+
+
+def _expire_lots_due(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> None:
+    """Points given back to lots that have expired meanwhile expire again now."""
+    for lot_id in sorted(set(lot_ids)):
+        _expire(conn, ctx, lot_id)
+
+
+def _move(conn: Connection, ctx: Context, op: Move) -> Posted:
+    """Sender to the transfer clearing account, clearing account to the recipient: two
+    headers (each member sees its own side), one per-lot leg each way."""
+    if op.points <= 0:
+        raise InvariantBroken("a transfer must be positive")
+    if op.account_id == op.to_account_id:
+        raise InvariantBroken("a transfer needs two accounts")
+    # Lock both accounts in id order, so two opposite transfers cannot deadlock.
+    for account_id in sorted((op.account_id, op.to_account_id)):
+        lock_account(conn, ctx.program_id, account_id)
+    sent = _debit_lots(
+        conn,
+        ctx,
+        op.member_id,
+        op.account_id,
+        op.points,
+        "transfer_out",
+        "transfer",
+        idempotency_key=f"{op.idempotency_key}:out",
+        request_hash=op.request_hash,
+        reference=op.reference,
+    )
+    if sent.replayed:
+        return sent
+    clearing = system_account(conn, ctx.program_id, "transfer")
+    source_lots = conn.execute(
+        select(transfers.c.lot_id, transfers.c.amount, lots.c.expires_at)
+        .join(lots, lots.c.id == transfers.c.lot_id)
+        .where(transfers.c.transaction_id == sent.transaction_id)
+        .order_by(transfers.c.id)
+    ).all()
+    txn = _header(
+        conn,
+        ctx,
+        "transfer_in",
+        f"{op.idempotency_key}:in",
+        member_id=op.to_member_id,
+        reference=op.reference,
+        reverses_id=None,
+    )
+    legs = []
+    new_lots = []
+    for source in source_lots:
+        credit = Credit(int(source.amount), "transfer", None, source.expires_at)
+        lot_id, _ = _add_lot(conn, ctx, op.to_member_id, op.to_account_id, txn, None, credit)
+        new_lots.append((lot_id, int(source.amount)))
+        legs.append(
+            _leg(ctx, txn, clearing, op.to_account_id, int(source.amount), "single", lot_id)
+        )
+    _insert_legs(conn, legs)
+    after = conn.execute(
+        update(accounts)
+        .where(accounts.c.id == op.to_account_id)
+        .values(credits_posted=accounts.c.credits_posted + op.points)
+        .returning(*_COUNTERS)
+    ).one()
+    for lot_id, points in new_lots:
+        after = _collect_debt(conn, ctx, txn, op.to_account_id, lot_id, points, after, POINTS)
+    _expire_lots_due(conn, ctx, [lot_id for lot_id, _ in new_lots])
+    return sent
 
 
 def member_balance(conn: Connection, account_id: int, now: datetime) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 from sqlalchemy import JSON, Boolean, Column, Date, Index, String, Table, UniqueConstraint
 
-from trofast.kit.orm import UtcDateTime, id_column, metadata, program_column
+from trofast.kit.orm import Id, UtcDateTime, id_column, metadata, program_column
 
 members = Table(
     "members",
@@ -22,6 +22,9 @@ members = Table(
     Column("consent_changed_at", UtcDateTime, nullable=True),
     Column("channel", String(20), nullable=False),
     Column("status", String(20), nullable=False),
+    #: The household the member belongs to (households.id; no foreign key: the two tables
+    #: would reference each other).
+    Column("household_id", Id, nullable=True),
     Column("enrolled_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("program_id", "loyalty_number"),
@@ -29,4 +32,5 @@ members = Table(
     UniqueConstraint("program_id", "email"),
     UniqueConstraint("program_id", "phone"),
     Index(None, "program_id", "last_name"),
+    Index(None, "household_id"),
 )

@@ -1,0 +1,1 @@
+"""Rewards catalogue, vouchers, gift-card code pools and pay-with-points."""
