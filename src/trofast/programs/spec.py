@@ -49,6 +49,18 @@ class NegativeBalance(StrEnum):
     allow = "allow"
 
 
+class TransferPolicy(Strict):
+    """Whether and how members may give points to each other."""
+
+    enabled: bool = False
+    household_only: bool = Field(False, description="Only between members of one household")
+    min_points: int = Field(1, ge=1, description="Smallest transfer")
+    max_points_per_transfer: int | None = Field(None, ge=1)
+    max_points_per_month: int | None = Field(
+        None, ge=1, description="Points a member may send per calendar month (program zone)"
+    )
+
+
 class ProgramSpec(Strict):
     """One version of a loyalty program."""
 
@@ -68,6 +80,12 @@ class ProgramSpec(Strict):
     vesting_days: int = Field(0, ge=0, le=365, description="Days before earned points can be spent")
     expiry: Expiry = ExpiryNever()
     negative_balance: NegativeBalance = NegativeBalance.forbid
+    transfers: TransferPolicy = TransferPolicy()
+    expiry_warning_days: list[Annotated[int, Field(ge=1, le=365)]] = Field(
+        default_factory=lambda: [30],
+        max_length=5,
+        description="Days before points expire when members are warned (an outbox event)",
+    )
     event_types: list[Annotated[str, Field(pattern=EVENT_TYPE)]] = Field(
         default_factory=list, max_length=100, description="Custom event types, besides built-ins"
     )
