@@ -36,14 +36,7 @@ def compile_clause(clause: Clause) -> Predicate:
     if op is Op.ne:
         return lambda ctx: ctx.get(field) != value
     if op in (Op.in_, Op.not_in):
-        members = frozenset(_hashable(v) for v in value)
-        wanted = op is Op.in_
-
-        def is_in(ctx: Context) -> bool:
-            found = ctx.get(field)
-            return (_hashable(found) in members) is wanted
-
-        return is_in
+        return _is_in(field, value, wanted=op is Op.in_)
     if op in _COMPARE:
         compare = _COMPARE[op]
         return lambda ctx: _safe(compare, ctx.get(field), value)
@@ -80,6 +73,33 @@ def compile_all(clauses: Sequence[Clause]) -> Predicate | None:
         return True
 
     return every
+
+
+def _is_in(field: str, value: list[Any], *, wanted: bool) -> Predicate:
+    """`in` (`wanted`) or `not_in`: whether the field's value equals one of `value`'s.
+
+    A set look-up, since lists may hold hundreds of values. A field may hold what no set
+    can: an attribute that is a JSON object, or a list holding one (lists compare as
+    tuples). Those, and lists of values that hold them, are compared one by one, by
+    equality: an object equals only an equal object, so for most lists it is simply not
+    in them.
+    """
+    listed = tuple(_hashable(v) for v in value)
+    try:
+        members: frozenset[Any] | None = frozenset(listed)
+    except TypeError:  # the list itself holds an object
+        members = None
+
+    def is_in(ctx: Context) -> bool:
+        found = _hashable(ctx.get(field))
+        if members is not None:
+            try:
+                return (found in members) is wanted
+            except TypeError:
+                pass
+        return (found in listed) is wanted  # by equality: never hashes
+
+    return is_in
 
 
 def _safe(compare: Callable[[Any, Any], bool], left: Any, right: Any) -> bool:
