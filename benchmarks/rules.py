@@ -678,29 +678,29 @@ def trofast_read(url: str, program_id: int, spec: ProgramSpec, facts: bool) -> i
     count = 0
     try:
         with db.read() as conn:
-            for row in repository.activity_stream(conn, program_id, START, END, bodies=bodies):
-                (_id, kind, member_id, occurred_at, amount, currency, store, channel,
-                 event_type, _original, body, _points) = row  # fmt: skip
-                if isinstance(occurred_at, str):
-                    occurred_at = datetime.fromisoformat(occurred_at)
-                count += 1
-                if not facts or member_id is None:
-                    continue
-                if kind == "purchase":
-                    engine.ActivityFacts(
-                        type="purchase", occurred_at=occurred_at, amount=amount or 0,
-                        currency=currency, store=store, channel=channel,
-                        lines=tuple(
-                            engine.Line(ln["sku"], int(ln.get("quantity", 1)), int(ln["amount"]),
-                                        ln.get("category"), tuple(ln.get("labels", ())))
-                            for ln in (json.loads(body)["lines"] if lines else ())
-                        ),
-                    )  # fmt: skip
-                elif kind == "event" and body is not None:
-                    engine.ActivityFacts(
-                        type="event", occurred_at=occurred_at, event_type=event_type,
-                        attributes=json.loads(body).get("attributes", {}),
-                    )  # fmt: skip
+            for rows in repository.activity_chunks(conn, program_id, START, END, bodies=bodies):
+                for (_id, kind, member_id, occurred_at, amount, currency, store, channel,
+                     event_type, _original, body, _points) in rows:  # fmt: skip
+                    if type(occurred_at) is str:
+                        occurred_at = datetime.fromisoformat(occurred_at)
+                    count += 1
+                    if not facts or member_id is None:
+                        continue
+                    if kind == "purchase":
+                        engine.ActivityFacts(
+                            "purchase", occurred_at, amount or 0, currency, store, channel,
+                            tuple([
+                                engine.Line(ln["sku"], int(ln.get("quantity", 1)),
+                                            int(ln["amount"]), ln.get("category"),
+                                            tuple(ln.get("labels", ())))
+                                for ln in (json.loads(body)["lines"] if lines else ())
+                            ]),
+                        )  # fmt: skip
+                    elif kind == "event" and body is not None:
+                        engine.ActivityFacts(
+                            "event", occurred_at, event_type=event_type,
+                            attributes=json.loads(body).get("attributes", {}),
+                        )  # fmt: skip
         return count
     finally:
         db.dispose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     DateTime,
+    Select,
     String,
     Text,
     case,
@@ -25,7 +26,7 @@ from trofast.ledger.models import accounts, ledger_transactions, transfers
 from trofast.members.models import members
 
 
-def activity_stream(
+def activity_chunks(
     conn: Connection,
     program_id: int,
     start: datetime,
@@ -33,16 +34,61 @@ def activity_stream(
     *,
     bodies: tuple[str, ...] = ("purchase", "return", "event"),
     chunk: int = 20_000,
-) -> Iterable[AnyRow]:
-    """Activities with occurred_at in [start, end), oldest first, fetched in chunks.
+) -> Iterator[Sequence[Any]]:
+    """Activities with occurred_at in [start, end), oldest first, in lists of up to `chunk`
+    plain tuples (the columns in ACTIVITY_COLUMNS' order).
 
-    Built for replays of millions of rows, so values come as the driver gives them, without
-    the columns' own conversions: `occurred_at` is an aware datetime on PostgreSQL and ISO
-    text with its UTC offset on SQLite (`datetime.fromisoformat` reads it ten times faster
-    than a naive datetime gets its time zone); `body` is JSON text, and only for the activity
-    types in `bodies` (else NULL: a body is most of a row, and decoding it most of the cost of
+    Built for replays of millions of rows, so rows come as the driver gives them: the
+    statement is SQLAlchemy's (parameters bound by it, a server-side cursor on PostgreSQL),
+    but the rows are fetched from the DB-API cursor in chunks, with no `Row` object and no
+    column conversion per row. `occurred_at` is an aware datetime on PostgreSQL and ISO text
+    with its UTC offset on SQLite (`datetime.fromisoformat` reads it ten times faster than
+    a naive datetime gets its time zone); `body` is JSON text, and only for the activity types
+    in `bodies` (else NULL: a body is most of a row, and decoding it most of the cost of
     reading one).
     """
+    stmt = _activity_select(conn, program_id, start, end, bodies)
+    if conn.dialect.name == "sqlite":
+        # The sqlite3 cursor steps through the result as it is fetched from (there are no
+        # server-side cursors to ask for), and SQLAlchemy's default fetch strategy buffers
+        # nothing: the rows are all still in the DB-API cursor.
+        result = conn.execute(stmt)
+        try:
+            cursor = result.cursor
+            while rows := cursor.fetchmany(chunk):
+                yield rows
+        finally:
+            result.close()
+        return
+    # PostgreSQL: a server-side (named) cursor of the driver, in the caller's transaction,
+    # fetching `chunk` rows at a time; parameters bound as SQLAlchemy binds them.
+    compiled = stmt.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    for name, value in params.items():
+        process = compiled.binds[name].type.bind_processor(conn.dialect)
+        params[name] = value if process is None else process(value)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor(name=f"trofast_replay_{id(stmt):x}") as named:
+        named.execute(str(compiled), params)
+        while rows := named.fetchmany(chunk):
+            yield rows
+
+
+#: The columns of activity_chunks()' rows, in order.
+ACTIVITY_COLUMNS = (
+    "id", "type", "member_id", "occurred_at", "amount", "currency", "store", "channel",
+    "event_type", "original_id", "body", "points",
+)  # fmt: skip
+
+
+def _activity_select(
+    conn: Connection,
+    program_id: int,
+    start: datetime,
+    end: datetime,
+    bodies: tuple[str, ...],
+) -> Select[Any]:
     occurred_at: ColumnElement[Any] = type_coerce(activities.c.occurred_at, DateTime())
     if conn.dialect.name == "sqlite":  # stored as naive UTC text
         occurred_at = type_coerce(activities.c.occurred_at, String) + "+00:00"
@@ -72,9 +118,8 @@ def activity_stream(
             activities.c.occurred_at < end,
         )
         .order_by(activities.c.occurred_at, activities.c.id)
-        .execution_options(yield_per=chunk)
     )
-    return conn.execute(stmt)
+    return stmt
 
 
 def returned_purchases(

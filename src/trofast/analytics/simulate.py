@@ -84,55 +84,56 @@ def simulate(
         )
     # Bodies are read only where the program can use them: a purchase's lines, an event's
     # attributes. Returns are priced from the purchase they return.
-    program = engine.compile_program(spec)
+    program = replay.program
     reads_lines = program.reads_lines
-    event_rules = any(trigger != "purchase" for trigger in program.by_trigger)
-    bodies = (("purchase",) if reads_lines else ()) + (("event",) if event_rules else ())
+    triggers = program.by_trigger
+    bodies = (("purchase",) if reads_lines else ()) + (
+        ("event",) if any(trigger != "purchase" for trigger in triggers) else ()
+    )
+    earned, returned, parse = replay.earned, replay.returned, datetime.fromisoformat
     months: dict[str, Month] = {}
     count = 0
     month = Month("")
     month_ends = start  # rows come oldest first: find the month only when one ends
-    for row in repository.activity_stream(conn, program_id, start, end, bodies=bodies):
-        # Unpacked once: looking up a column by name on a Row costs more than a simple
-        # program's whole evaluation.
-        (activity_id, kind, member_id, occurred_at, amount, currency, store, channel,
-         event_type, original_id, body, points) = row  # fmt: skip
-        count += 1
-        if progress is not None and count % 10_000 == 0:
-            progress(10_000)
-        if isinstance(occurred_at, str):  # SQLite
-            occurred_at = datetime.fromisoformat(occurred_at)
-        if occurred_at >= month_ends:
-            local = occurred_at.astimezone(zone)
-            key = local.strftime("%Y-%m")
-            month = months.get(key) or months.setdefault(key, Month(key))
-            month_ends = _next_month(local).astimezone(UTC)  # UTC compares with UTC at once
-        month.activities += 1
-        month.actual_points += points
-        if member_id is None:
-            continue
-        if kind == "return":
-            month.simulated_points += replay.returned(original_id, amount or 0)
-        elif kind == "purchase":
-            lines = _lines(body) if reads_lines else ()
-            facts = engine.ActivityFacts(
-                type="purchase",
-                occurred_at=occurred_at,
-                amount=amount or 0,
-                currency=currency,
-                store=store,
-                channel=channel,
-                lines=lines,
-            )
-            month.simulated_points += replay.earned(member_id, facts, purchase_id=activity_id)
-        elif (event_type or "event") in program.by_trigger:  # else no rule: nothing to earn
-            facts = engine.ActivityFacts(
-                type="event",
-                occurred_at=occurred_at,
-                event_type=event_type,
-                attributes=_decoded(body).get("attributes", {}),
-            )
-            month.simulated_points += replay.earned(member_id, facts)
+    for rows in repository.activity_chunks(conn, program_id, start, end, bodies=bodies):
+        # Plain tuples, unpacked once (see repository.ACTIVITY_COLUMNS).
+        for (activity_id, kind, member_id, occurred_at, amount, currency, store, channel,
+             event_type, original_id, body, points) in rows:  # fmt: skip
+            if type(occurred_at) is str:  # SQLite
+                occurred_at = parse(occurred_at)
+            if occurred_at >= month_ends:
+                local = occurred_at.astimezone(zone)
+                key = local.strftime("%Y-%m")
+                month = months.get(key) or months.setdefault(key, Month(key))
+                month_ends = _next_month(local).astimezone(UTC)  # UTC compares with UTC at once
+            month.activities += 1
+            month.actual_points += points
+            if member_id is None:
+                continue
+            if kind == "purchase":
+                facts = engine.ActivityFacts(
+                    "purchase",
+                    occurred_at,
+                    amount or 0,
+                    currency,
+                    store,
+                    channel,
+                    _lines(body) if reads_lines else (),
+                )
+                month.simulated_points += earned(member_id, facts, activity_id)
+            elif kind == "return":
+                month.simulated_points += returned(original_id, amount or 0)
+            elif (event_type or "event") in triggers:  # else no rule: nothing to earn
+                facts = engine.ActivityFacts(
+                    "event",
+                    occurred_at,
+                    event_type=event_type,
+                    attributes=_decoded(body).get("attributes", engine.NO_ATTRIBUTES),
+                )
+                month.simulated_points += earned(member_id, facts)
+        count += len(rows)
+        if progress is not None:
+            progress(len(rows))
     for debit in repository.member_debits(conn, program_id, start, end):
         key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
         months.setdefault(key, Month(key)).debits += int(debit.amount)
@@ -160,33 +161,27 @@ class _Replay:
     them in the database), the program-wide counters, and the simulated points of purchases."""
 
     def __init__(self, spec: ProgramSpec, returned: set[int]) -> None:
-        self.spec = spec
+        self.program = engine.compile_program(spec)
         self.returned_ids = returned
         self.program_counts: dict[str, int] = {}
-        #: member id -> (snapshot, counters, the same counters as the engine reads them)
-        self.members: dict[
-            int, tuple[engine.MemberSnapshot, dict[str, tuple[int, int]], engine.Counters]
-        ] = {}
+        #: member id -> (snapshot, counters)
+        self.members: dict[int, tuple[engine.MemberSnapshot, dict[str, tuple[int, int]]]] = {}
         self.purchases: dict[int, tuple[int, int]] = {}  # id -> (amount, simulated points)
 
     def add_member(self, snapshot: engine.MemberSnapshot) -> None:
-        counts: dict[str, tuple[int, int]] = {}
-        counters = engine.Counters(counts, self.program_counts)
-        self.members[snapshot.id] = (snapshot, counts, counters)
+        self.members[snapshot.id] = (snapshot, {})
 
     def earned(
         self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
     ) -> int:
         """The points `facts` earn under the proposed program; a purchase's are remembered
-        for its returns."""
+        for its returns. Only the points: engine.points_only() gives what engine.evaluate()
+        would, and updates the counters as apply_counters() would."""
         member = self.members.get(member_id)
         if member is None:
             return 0
-        snapshot, counts, counters = member
-        evaluation = engine.evaluate(self.spec, facts, snapshot, counters, dates=False)
-        if evaluation.counters:
-            engine.apply_counters(counts, self.program_counts, evaluation.counters)
-        points = evaluation.total_points
+        snapshot, counts = member
+        points = engine.points_only(self.program, facts, snapshot, counts, self.program_counts)
         if purchase_id in self.returned_ids:
             self.purchases[purchase_id] = (facts.amount, points)
         return points
@@ -200,15 +195,18 @@ class _Replay:
 
 
 def _lines(body: str | dict[str, Any] | None) -> tuple[engine.Line, ...]:
+    line = engine.Line
     return tuple(
-        engine.Line(
-            ln["sku"],
-            int(ln.get("quantity", 1)),
-            int(ln["amount"]),
-            ln.get("category"),
-            tuple(ln.get("labels", ())),
-        )
-        for ln in _decoded(body).get("lines", ())
+        [
+            line(
+                ln["sku"],
+                int(ln.get("quantity", 1)),
+                int(ln["amount"]),
+                ln.get("category"),
+                tuple(ln.get("labels", ())),
+            )
+            for ln in _decoded(body).get("lines", ())
+        ]
     )
 
 
