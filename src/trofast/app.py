@@ -21,6 +21,7 @@ from trofast.kit.errors import Problem
 from trofast.ledger.endpoints import router as ledger_router
 from trofast.members.endpoints import router as members_router
 from trofast.programs.endpoints import router as programs_router
+from trofast.rewards.endpoints import router as rewards_router
 from trofast.worker.runner import Worker
 
 log = logging.getLogger("trofast")
@@ -50,7 +51,13 @@ def create_app(
 
     app = FastAPI(title="Trofast", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
-    for router in (programs_router, members_router, ledger_router, activities_router):
+    for router in (
+        programs_router,
+        members_router,
+        ledger_router,
+        activities_router,
+        rewards_router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

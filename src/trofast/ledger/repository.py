@@ -129,3 +129,44 @@ def due_for_expiry(conn: Connection, program_id: int, now: datetime, limit: int)
             .limit(limit)
         ).scalars()
     ]
+
+
+def transaction_by_key(conn: Connection, program_id: int, key: str) -> AnyRow | None:
+    return conn.execute(
+        select(ledger_transactions).where(
+            ledger_transactions.c.program_id == program_id,
+            ledger_transactions.c.idempotency_key == key,
+        )
+    ).first()
+
+
+def member_change(conn: Connection, transaction_id: int) -> int:
+    """What a transaction moved into (+) or out of (-) member accounts, posted legs only."""
+    signed = case(
+        (accounts.c.kind == "member", transfers.c.amount),
+        else_=-transfers.c.amount,
+    )
+    value = conn.execute(
+        select(func.coalesce(func.sum(signed), 0))
+        .select_from(transfers)
+        .join(accounts, accounts.c.id == transfers.c.credit_account_id)
+        .where(
+            transfers.c.transaction_id == transaction_id,
+            transfers.c.phase.in_(("single", "post")),
+        )
+    ).scalar_one()
+    return int(value)
+
+
+def refunded(conn: Connection, transaction_id: int) -> int:
+    """Points already refunded against a spend."""
+    value = conn.execute(
+        select(func.coalesce(func.sum(transfers.c.amount), 0))
+        .select_from(transfers)
+        .join(ledger_transactions, ledger_transactions.c.id == transfers.c.transaction_id)
+        .where(
+            ledger_transactions.c.reverses_id == transaction_id,
+            ledger_transactions.c.kind == "refund",
+        )
+    ).scalar_one()
+    return int(value)

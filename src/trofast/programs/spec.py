@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trofast.rewards.document import PayWithPoints, Reward
 from trofast.rules.document import (
     BUILT_IN_EVENTS,
     EVENT_TYPE,
@@ -95,6 +96,8 @@ class ProgramSpec(Strict):
         description="Earning rules; absent means one rule: `earn` on purchases",
     )
     stamp_cards: list[StampCard] = Field(default_factory=list, max_length=50)
+    rewards: list[Reward] = Field(default_factory=list, max_length=1000)
+    pay_with_points: PayWithPoints = PayWithPoints()
 
     @model_validator(mode="after")
     def _references(self) -> ProgramSpec:
@@ -102,6 +105,7 @@ class ProgramSpec(Strict):
         for field, ids in (
             ("rules", [rule.id for rule in rules]),
             ("stamp_cards", [card.id for card in self.stamp_cards]),
+            ("rewards", [reward.id for reward in self.rewards]),
         ):
             for index, item_id in enumerate(ids):
                 if item_id in ids[:index]:
@@ -149,7 +153,17 @@ class ProgramSpec(Strict):
                 raise ValueError(f"{where}.effect.card: no stamp card {effect.card!r}")
             if rule.active_from and rule.active_until and rule.active_from > rule.active_until:
                 raise ValueError(f"{where}: active_from is after active_until")
+        for index, reward in enumerate(self.rewards):
+            start, end = reward.available_from, reward.available_until
+            if start and end and start >= end:
+                raise ValueError(f"rewards.{index}: available_from is not before available_until")
+            if not reward.channels:
+                raise ValueError(f"rewards.{index}.channels: name at least one channel")
         return self
+
+    def reward(self, reward_id: str) -> Reward | None:
+        """The catalogue entry `reward_id`, if this version offers it."""
+        return next((r for r in self.rewards if r.id == reward_id), None)
 
     @field_validator("currency")
     @classmethod

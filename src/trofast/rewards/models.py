@@ -36,7 +36,8 @@ vouchers = Table(
     Column("benefit", JSON, nullable=False),
     Column("channel", String(20), nullable=True),
     Column("program_version", Integer, nullable=False),
-    Column("hold_transaction_id", Id, ForeignKey("ledger_transactions.id"), nullable=True),
+    #: The ledger transaction that spent the points (none for a granted, free voucher).
+    Column("transaction_id", Id, ForeignKey("ledger_transactions.id"), nullable=True),
     Column("gift_code_id", Id, ForeignKey("gift_codes.id"), nullable=True),
     Column("issued_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=True),

@@ -202,7 +202,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=20), nullable=True),
         sa.Column("program_version", sa.Integer(), nullable=False),
         sa.Column(
-            "hold_transaction_id",
+            "transaction_id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             nullable=True,
         ),
@@ -223,9 +223,9 @@ def upgrade() -> None:
             ["gift_code_id"], ["gift_codes.id"], name=op.f("fk_vouchers_gift_code_id_gift_codes")
         ),
         sa.ForeignKeyConstraint(
-            ["hold_transaction_id"],
+            ["transaction_id"],
             ["ledger_transactions.id"],
-            name=op.f("fk_vouchers_hold_transaction_id_ledger_transactions"),
+            name=op.f("fk_vouchers_transaction_id_ledger_transactions"),
         ),
         sa.ForeignKeyConstraint(
             ["member_id"], ["members.id"], name=op.f("fk_vouchers_member_id_members")
