@@ -607,3 +607,65 @@ def test_fifty_members_race_for_the_last_ten_places(
     assert balances == {0: 10, 10: 40}
     assert client.get("/v1/rewards/tasting", headers=pos).json()["stock_left"] == 0
     sound(db, shop)
+
+
+# -- returns ----------------------------------------------------------------------------------
+
+
+def test_a_return_gives_back_the_share_of_points_paid_on_the_purchase(
+    client: TestClient,
+    pos: Headers,
+    rich: Json,
+    buy: Callable[..., Json],
+    db: Database,
+    shop: ProgramVersion,
+) -> None:
+    # 600 points (60.00 SEK) pay part of a 200.00 SEK purchase, which earns 20 points.
+    r = client.post(
+        f"/v1/members/{rich['id']}/pay-with-points",
+        headers=pos,
+        json={"purchase_external_id": "till-7", "points": 600, "purchase_amount": 20000},
+    )
+    assert r.status_code == 201, r.text
+    buy(pos, rich, 20000, external_id="till-7")
+    assert available(client, pos, rich) == 1000 - 600 + 20
+
+    def ret(external_id: str, amount: int | None = None) -> Json:
+        body: Json = {
+            "type": "return",
+            "external_id": external_id,
+            "original_external_id": "till-7",
+        }
+        if amount is not None:
+            body["amount"] = amount
+        r = client.post("/v1/activities", headers=pos, json=body)
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    # A quarter back: 150 points paid come back, 5 earned points go.
+    result = ret("ret-1", 5000)
+    assert result["balance"]["available"] == 420 + 150 - 5
+    # The rest: the other 450 paid come back, the last 15 earned go.
+    result = ret("ret-2")
+    assert result["balance"]["available"] == 1000
+    assert available(client, pos, rich) == 1000
+    sound(db, shop)
+
+
+def test_a_full_return_restores_the_voucher_used_on_it(
+    client: TestClient, pos: Headers, rich: Json, buy: Callable[..., Json]
+) -> None:
+    code = redeem(client, pos, rich, "fifty-off", "v1")["code"]
+    buy(pos, rich, 30000, external_id="order-5")
+    r = client.post(
+        f"/v1/vouchers/{code}/consume", headers=pos, json={"purchase_external_id": "order-5"}
+    )
+    assert r.json()["voucher"]["status"] == "used"
+    body = {"type": "return", "external_id": "back-1", "original_external_id": "order-5"}
+    half = {**body, "amount": 15000}
+    assert client.post("/v1/activities", headers=pos, json=half).status_code == 201
+    assert client.get(f"/v1/vouchers/{code}", headers=pos).json()["status"] == "used"
+    rest = {**body, "external_id": "back-2"}
+    assert client.post("/v1/activities", headers=pos, json=rest).status_code == 201
+    voucher = client.get(f"/v1/vouchers/{code}", headers=pos).json()
+    assert (voucher["status"], voucher["used_by"]) == ("issued", None)

@@ -35,6 +35,7 @@ from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import service as members
 from trofast.programs.service import ProgramVersion, load_version
+from trofast.rewards import service as rewards
 from trofast.rules import engine
 
 #: How far a till's clock may run ahead of ours.
@@ -615,6 +616,20 @@ def _return(
     earlier = repository.returns_of(conn, int(original.id))
     returned_before = sum(int(r.amount) for r in earlier)
     amount = _return_amount(data, original, earlier, returned_before)
+    # Points paid on the purchase come back before its earned points are taken back.
+    if member is not None and rewards.on_return(
+        conn,
+        program,
+        str(original.external_id),
+        returned_before + amount,
+        int(original.amount),
+        data.external_id,
+        ctx.now,
+        ctx.actor,
+    ):
+        member = members.resolve_with_account(
+            conn, program.program_id, member_id=int(original.member_id), lock=True
+        )
     row = _activity_row(
         program,
         data,

@@ -605,27 +605,30 @@ def pay_with_points(
     return posted, amount
 
 
-def refund_payment(
+def on_return(
     conn: Connection,
     program: ProgramVersion,
     purchase_external_id: str,
-    returned: int,
-    total: int,
+    returned_total: int,
+    purchase_total: int,
     return_external_id: str,
     now: datetime,
     actor: str,
 ) -> int:
-    """A return of `returned` of a purchase's `total` gives back that share of the points
-    paid on it (all of them when the purchase is returned in full); the points given back."""
+    """What a return undoes besides earning: the share of points paid on the purchase goes
+    back (all of it once the purchase is returned in full), and a full return makes the
+    vouchers used on it usable again where their reward says so. The points given back."""
+    full = returned_total >= purchase_total
+    if full:
+        restore_on_return(conn, program, purchase_external_id, now)
     spent = ledger_repository.transaction_by_key(
         conn, program.program_id, f"pay:{purchase_external_id}"
     )
     if spent is None:
         return 0
     paid = -ledger_repository.member_change(conn, int(spent.id))
-    already = ledger_repository.refunded(conn, int(spent.id))
-    share = paid if total <= 0 or returned >= total else paid * returned // total
-    points = min(share, paid - already)
+    due = paid if full or purchase_total <= 0 else paid * returned_total // purchase_total
+    points = due - ledger_repository.refunded(conn, int(spent.id))
     if points <= 0:
         return 0
     ctx = ledger.Context(program.program_id, now, actor, program.version)
