@@ -20,6 +20,7 @@ from trofast.kit.db import Database
 from trofast.kit.errors import Problem
 from trofast.ledger.endpoints import router as ledger_router
 from trofast.members.endpoints import router as members_router
+from trofast.notify.endpoints import router as notify_router
 from trofast.programs.endpoints import router as programs_router
 from trofast.rewards.endpoints import router as rewards_router
 from trofast.worker.runner import Worker
@@ -57,6 +58,7 @@ def create_app(
         ledger_router,
         activities_router,
         rewards_router,
+        notify_router,
     ):
         app.include_router(router)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
@@ -14,6 +14,8 @@ from trofast.kit.db import Database
 from trofast.ledger import repository as ledger_reads
 from trofast.ledger import service as ledger
 from trofast.members import repository as member_reads
+from trofast.notify import expiry
+from trofast.notify.outbox import raise_event
 from trofast.programs import repository as program_reads
 from trofast.programs import service as programs
 from trofast.rules import engine
@@ -28,11 +30,14 @@ class JobReport:
     vested: int = 0
     expired: int = 0
     birthdays: int = 0
+    #: `points.expiring` events raised. Left out of equality: a report compares as the
+    #: ledger moves it made (vested, expired), which is what the ledger tests pin down.
+    expiry_warnings: int = field(default=0, compare=False)
 
 
 def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> JobReport:
     """Vest and then expire every due lot of every program (or of `program_ids`), in chunks
-    of one transaction each, then grant birthdays."""
+    of one transaction each, then grant birthdays and raise expiry warnings."""
     report = JobReport()
     now = clock.now()
     if program_ids is None:
@@ -42,6 +47,7 @@ def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None
         report.vested += _drain(db, ctx, ledger_reads.due_for_vesting, ledger.vest_many)
         report.expired += _drain(db, ctx, ledger_reads.due_for_expiry, _expire_each)
     report.birthdays = grant_birthdays(db, clock, program_ids)
+    report.expiry_warnings = warn_expiring(db, clock, program_ids)
     return report
 
 
@@ -95,3 +101,26 @@ def grant_birthdays(db: Database, clock: Clock, program_ids: Sequence[int] | Non
                 )
                 granted += result is not None
     return granted
+
+
+def warn_expiring(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
+    """Raise a `points.expiring` outbox event per member and expiry day (program zone)
+    inside a program's `expiry_warning_days` windows, once per day and window; how many.
+
+    Reads first (every run re-reads the lots in the widest window) and takes the write
+    lock only when some warning is not in the outbox yet; the keys make a rerun a no-op.
+    """
+    now = clock.now()
+    raised = 0
+    for program_id in _all_programs(db) if program_ids is None else program_ids:
+        with db.read() as conn:
+            program = programs.current(conn, program_id)
+            due = expiry.unraised(conn, program_id, expiry.warnings_due(conn, program, now))
+        if not due:
+            continue
+        with db.write() as conn:
+            for warning in due:
+                raised += raise_event(
+                    conn, program_id, expiry.TOPIC, warning.key, warning.payload, now
+                )
+    return raised
