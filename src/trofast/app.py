@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trofast import __version__
 from trofast.activities.endpoints import router as activities_router
+from trofast.households.endpoints import router as households_router
 from trofast.http import Services, problem_response
 from trofast.kit.clock import Clock, SystemClock
 from trofast.kit.db import Database
@@ -59,6 +60,7 @@ def create_app(
         activities_router,
         rewards_router,
         notify_router,
+        households_router,
     ):
         app.include_router(router)
 

@@ -79,6 +79,7 @@ class MemberOut(BaseModel):
     channel: str
     status: Status
     tags: list[str]
+    household_id: int | None = Field(None, description="The household the member is in")
     enrolled_at: datetime
     updated_at: datetime
 

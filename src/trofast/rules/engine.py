@@ -590,11 +590,25 @@ class _Basket:
         self.lines = lines
         self.ctx = ctx
         # rule index -> positions of the lines its lists let through
-        self.listed: dict[int, list[int]] = {}
+        listed: dict[int, list[int]] = {}
+        self.listed = listed
         if program._filtered:
+            remembered = program._line_rules
             for position, line in enumerate(lines):
-                for index in program.rules_for_line(line):
-                    self.listed.setdefault(index, []).append(position)
+                labels = line.labels
+                indexes = (
+                    remembered.get((line.sku, line.category, labels))
+                    if type(labels) is tuple
+                    else None  # a caller's list: rules_for_line() makes it a tuple
+                )
+                if indexes is None:
+                    indexes = program.rules_for_line(line)
+                for index in indexes:
+                    found = listed.get(index)
+                    if found is None:
+                        listed[index] = [position]
+                    else:
+                        found.append(position)
         self._taken: dict[int, tuple[Sequence[int], int, int]] = {}
         self._sets: dict[int, set[int]] = {}
         self._line_ctx: dict[int, Context] = {}
@@ -793,25 +807,37 @@ def _walk(
         listed = run.basket.listed if run.basket is not None else {}
         rules = tuple(c for c in rules if not c.skippable or c.index in listed)
     done_groups: set[str] = set()
+    ctx = run.ctx
     for compiled in rules:
         rule = compiled.rule
-        if rule.group is not None:
-            if rule.group in done_groups:
+        if rule.group is None:
+            # _apply() inlined: most rules stop at their conditions
+            if compiled.dated and not _holds(run, compiled):
                 continue
-            done_groups.add(rule.group)
-            candidates = [
-                (_apply(run, c, dry=True)[0], c) for c in program.groups[(rule.on, rule.group)]
-            ]
-            best_value = max(value for value, _ in candidates)
-            winner = next(c for value, c in candidates if value == best_value)
-            if result is not None:
-                for value, c in candidates:
-                    if c is not winner and value > 0:
-                        result.outcomes.append(
-                            RuleOutcome(c.rule.id, 0, "not the best of its group")
-                        )
-            compiled = winner
-            rule = compiled.rule
+            when = compiled.when
+            if when is not None and not when(ctx):
+                continue
+            value, note = _give(run, compiled, False)
+            if result is not None and (value or note):
+                result.outcomes.append(RuleOutcome(rule.id, value, note))
+            if value > 0 and rule.stop_after:
+                break
+            continue
+        if rule.group in done_groups:
+            continue
+        done_groups.add(rule.group)
+        # A best-of group is decided where its first rule runs: the best wins, alone.
+        candidates = [
+            (_apply(run, c, dry=True)[0], c) for c in program.groups[(rule.on, rule.group)]
+        ]
+        best_value = max(value for value, _ in candidates)
+        winner = next(c for value, c in candidates if value == best_value)
+        if result is not None:
+            for value, c in candidates:
+                if c is not winner and value > 0:
+                    result.outcomes.append(RuleOutcome(c.rule.id, 0, "not the best of its group"))
+        compiled = winner
+        rule = compiled.rule
         value, note = _apply(run, compiled, dry=False)
         if result is not None and (value or note):
             result.outcomes.append(RuleOutcome(rule.id, value, note))
@@ -832,15 +858,27 @@ def _line_context(line: Line) -> dict[str, Any]:
 
 def _apply(run: _Run, compiled: _CompiledRule, *, dry: bool) -> tuple[int, str]:
     """What one rule gives: (value, note). Unless `dry`, records its effects in the result."""
-    rule = compiled.rule
+    if not _holds(run, compiled):
+        return 0, ""
+    return _give(run, compiled, dry)
+
+
+def _holds(run: _Run, compiled: _CompiledRule) -> bool:
+    """Whether the rule is active on the day and its conditions hold (else it gives nothing
+    and says nothing)."""
     if compiled.dated:
+        rule = compiled.rule
         day = run.day
         if rule.active_from is not None and day < rule.active_from:
-            return 0, ""
+            return False
         if rule.active_until is not None and day > rule.active_until:
-            return 0, ""
-    if compiled.when is not None and not compiled.when(run.ctx):
-        return 0, ""
+            return False
+    return compiled.when is None or compiled.when(run.ctx)
+
+
+def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
+    """_apply() of a rule that _holds()."""
+    rule = compiled.rule
     chosen: Sequence[int] = ()
     if run.basket is not None:
         chosen, amount, units = run.basket.take(compiled)
