@@ -181,6 +181,7 @@ def _postmaster_pid(url: str) -> int:
     """The PostgreSQL server's main process: the parent of a backend."""
     with psycopg.connect(rawsql.libpq_url(url)) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-    if backend is None:
-        raise RuntimeError("no backend pid")
-    return parent_pid(int(backend[0]))
+        if backend is None:
+            raise RuntimeError("no backend pid")
+        # While the connection is open: a closed backend's /proc entry is gone.
+        return parent_pid(int(backend[0]))

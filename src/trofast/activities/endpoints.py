@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Connection
 
 from trofast.activities import service
 from trofast.activities.schemas import ActivityIn, ActivityResult, BatchIn, BatchItem, BatchOut
@@ -18,7 +19,7 @@ _activity = TypeAdapter(ActivityIn)
 
 
 @router.post("", status_code=201, response_model=ActivityResult)
-def post_activity(
+async def post_activity(
     data: ActivityIn,
     principal: Principal = Depends(require(Scope.pos)),
     svc: Services = Depends(services),
@@ -30,7 +31,8 @@ def post_activity(
     With `dry_run=true` the answer shows what the activity would earn and which rule gave
     each effect, and nothing is written."""
     now = svc.clock.now()
-    with svc.db.write() as conn:
+
+    def work(conn: Connection) -> JSONResponse:
         program = programs.current(conn, principal.program_id)
         if dry_run:
             result = service.dry_run(conn, program, data, now, principal.actor)
@@ -44,6 +46,9 @@ def post_activity(
             lambda: service.ingest(conn, program, data, now, principal.actor),
             now,
         )
+
+    # async, and the transaction queued for a writer thread: no thread parks on the pool
+    return await svc.db.run_write(work)
 
 
 @router.post("/batch", response_model=BatchOut)

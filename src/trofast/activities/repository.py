@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trofast.activities.models import activities, rule_counters
-from trofast.kit.orm import AnyRow, insert_returning_ids
-from trofast.ledger.models import lots
+from trofast.kit.orm import (
+    AnyRow,
+    DriverStatement,
+    bind_json,
+    bind_time,
+    insert_returning_ids,
+    read_date,
+    read_json,
+    read_time,
+)
+from trofast.ledger.models import accounts, lots
+from trofast.members.models import members
 
 
 def find(conn: Connection, program_id: int, external_id: str) -> AnyRow | None:
@@ -40,16 +50,104 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert unless the external_id exists (then None): no failed statement, no savepoint."""
     stmt = _INSERT_NEW[conn.dialect.name == "postgresql"]
-    value = conn.execute(stmt, values).scalar_one_or_none()
-    return None if value is None else int(value)
+    dialect = conn.dialect
+    params: dict[str, Any] = {name: values.get(name) for name in _INSERT_COLUMNS}
+    for name in ("occurred_at", "received_at"):
+        params[name] = bind_time(params[name], dialect)
+    for name in ("body", "result"):
+        params[name] = bind_json(params[name])
+    row = stmt.execute(conn, params).fetchone()
+    return None if row is None else int(row[0])
 
 
+_INSERT_COLUMNS = [c.name for c in activities.c if c.name != "id"]
 _INSERT_NEW = {
-    is_pg: dialect.insert(activities)
-    .on_conflict_do_nothing(index_elements=["program_id", "external_id"])
-    .returning(activities.c.id)
+    is_pg: DriverStatement(
+        dialect.insert(activities)
+        .on_conflict_do_nothing(index_elements=["program_id", "external_id"])
+        .returning(activities.c.id),
+        _INSERT_COLUMNS,
+    )
     for is_pg, dialect in ((True, postgresql), (False, sqlite))
 }
+
+
+class EarningMember(NamedTuple):
+    """A member as the earn path reads it: what the rules see, the points account and its
+    counters (the same fields as `members.repository.get_with_account`)."""
+
+    id: int
+    loyalty_number: str
+    status: str
+    birth_date: date | None
+    enrolled_at: datetime
+    channel: str
+    tags: list[str]
+    account_id: int
+    credits_posted: int
+    debits_posted: int
+    credits_pending: int
+    debits_pending: int
+    debt: int
+
+
+def _earning_member(by: Any) -> DriverStatement:
+    return DriverStatement(
+        select(
+            members.c.id,
+            members.c.loyalty_number,
+            members.c.status,
+            members.c.birth_date,
+            members.c.enrolled_at,
+            members.c.channel,
+            members.c.tags,
+            accounts.c.id,
+            accounts.c.credits_posted,
+            accounts.c.debits_posted,
+            accounts.c.credits_pending,
+            accounts.c.debits_pending,
+            accounts.c.debt,
+        )
+        .join(
+            accounts,
+            (accounts.c.program_id == members.c.program_id)
+            & (accounts.c.member_id == members.c.id)
+            & (accounts.c.kind == "member")
+            & (accounts.c.unit == "points"),
+        )
+        .where(members.c.program_id == bindparam("program_id"), by == bindparam("ref"))
+        .with_for_update(of=accounts)
+    )
+
+
+_EARNING_MEMBER = {
+    True: _earning_member(members.c.id),
+    False: _earning_member(members.c.loyalty_number),
+}
+
+
+def lock_earning_member(
+    conn: Connection, program_id: int, *, member_id: int | None, number: str | None
+) -> EarningMember | None:
+    """The member by id or loyalty number with their points account, whose row stays
+    locked until the transaction ends (SQLite: the write transaction holds the lock)."""
+    stmt = _EARNING_MEMBER[member_id is not None]
+    ref = member_id if member_id is not None else number
+    row = stmt.execute(conn, {"program_id": program_id, "ref": ref}).fetchone()
+    if row is None:
+        return None
+    enrolled_at = read_time(row[4])
+    assert enrolled_at is not None
+    return EarningMember(
+        row[0],
+        row[1],
+        row[2],
+        read_date(row[3]),
+        enrolled_at,
+        row[5],
+        read_json(row[6]),
+        *row[7:],
+    )
 
 
 def returns_of(conn: Connection, original_id: int) -> list[AnyRow]:

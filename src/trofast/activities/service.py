@@ -164,13 +164,7 @@ def _earning(
     _check_earning(program, data, occurred_at, ctx.now)
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
-        member = members.resolve_with_account(
-            conn,
-            program.program_id,
-            member_id=data.member_id,
-            number=data.loyalty_number,
-            lock=True,
-        )
+        member = _lock_member(conn, program.program_id, data.member_id, data.loyalty_number)
     counters = engine.NO_COUNTERS
     facts = facts_of(data, occurred_at)
     if member is not None:
@@ -190,6 +184,18 @@ def _earning(
         return _replay(existing, digest)
     _post(conn, program, ctx, prepared, activity_id)
     return prepared.result.model_copy(update={"id": activity_id})
+
+
+def _lock_member(
+    conn: Connection, program_id: int, member_id: int | None, number: str | None
+) -> repository.EarningMember:
+    """As `members.resolve_with_account(lock=True)`, on the driver (the earn path's lookup)."""
+    if number is not None:
+        members.check_loyalty_number(number)
+    row = repository.lock_earning_member(conn, program_id, member_id=member_id, number=number)
+    if row is None:
+        raise not_found("member", member_id if member_id is not None else number)
+    return row
 
 
 def _post(
@@ -252,7 +258,7 @@ class _Prepared:
 
     row: dict[str, Any]
     result: ActivityResult
-    member: AnyRow | None
+    member: Any  # an AnyRow or repository.EarningMember, or None
     evaluation: engine.Evaluation
     credits: list[ledger.Credit]
     expected: ledger.Balance | None
@@ -271,7 +277,7 @@ class _Prepared:
         )
 
 
-def snapshot(member: AnyRow) -> engine.MemberSnapshot:
+def snapshot(member: Any) -> engine.MemberSnapshot:
     """What the rules may read about a member row."""
     return engine.MemberSnapshot(
         id=int(member.id),
@@ -288,7 +294,7 @@ def _prepare(
     ctx: ledger.Context,
     data: PurchaseIn | EventIn,
     facts: engine.ActivityFacts,
-    member: AnyRow | None,
+    member: Any,
     before: ledger.Balance | None,
     counters: engine.Counters,
     body: dict[str, Any],

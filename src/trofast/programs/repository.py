@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from trofast.kit.orm import AnyRow
+from trofast.kit.orm import AnyRow, DriverStatement
 from trofast.programs.models import program_versions, programs
 
 
@@ -20,6 +20,17 @@ _GET = select(programs).where(programs.c.id == bindparam("program_id"))
 
 def get(conn: Connection, program_id: int) -> AnyRow | None:
     return conn.execute(_GET, {"program_id": program_id}).first()
+
+
+_CURRENT_VERSION = DriverStatement(
+    select(programs.c.current_version).where(programs.c.id == bindparam("program_id"))
+)
+
+
+def current_version(conn: Connection, program_id: int) -> int | None:
+    """The program's current version number (every request reads it: on the driver)."""
+    row = _CURRENT_VERSION.execute(conn, {"program_id": program_id}).fetchone()
+    return None if row is None else int(row[0])
 
 
 def insert_program(conn: Connection, key: str, now: datetime) -> int:

@@ -64,10 +64,10 @@ def load_version(conn: Connection, program_id: int, version: int) -> ProgramVers
 
 
 def current(conn: Connection, program_id: int) -> ProgramVersion:
-    row = repository.get(conn, program_id)
-    if row is None:
+    version = repository.current_version(conn, program_id)
+    if version is None:
         raise not_found("program", program_id)
-    return load_version(conn, program_id, int(row.current_version))
+    return load_version(conn, program_id, version)
 
 
 def by_key(conn: Connection, key: str) -> ProgramVersion:
