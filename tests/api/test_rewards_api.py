@@ -14,11 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
 from trofast.ledger.audit import audit
 from trofast.programs.service import ProgramVersion
+from trofast.rewards.models import vouchers
+from trofast.worker import jobs
 
 Headers = dict[str, str]
 Json = dict[str, Any]
@@ -669,3 +672,52 @@ def test_a_full_return_restores_the_voucher_used_on_it(
     assert client.post("/v1/activities", headers=pos, json=rest).status_code == 201
     voucher = client.get(f"/v1/vouchers/{code}", headers=pos).json()
     assert (voucher["status"], voucher["used_by"]) == ("issued", None)
+
+
+# -- events and jobs --------------------------------------------------------------------------
+
+
+def test_redemptions_and_vouchers_raise_outbox_events(
+    client: TestClient, pos: Headers, admin: Headers, rich: Json
+) -> None:
+    client.post("/v1/gift-code-pools/gc500/codes", headers=admin, json={"codes": ["A1", "B2"]})
+    voucher = redeem(client, pos, rich, "gift-500", "g1")  # one code left: running low
+    mug = redeem(client, pos, rich, "mug", "m1")
+    client.post(f"/v1/vouchers/{mug['code']}/cancel", headers=pos)
+    events = client.get("/v1/events?limit=50", headers=pos).json()["items"]
+    topics = [e["topic"] for e in reversed(events)]
+    assert topics == [
+        "gift_codes.low",
+        "reward.redeemed",
+        "reward.redeemed",
+        "voucher.cancelled",
+    ]
+    redeemed = next(e for e in events if e["topic"] == "reward.redeemed")
+    assert redeemed["payload"] | {"code": mug["code"], "reward": "mug"} == redeemed["payload"]
+    assert redeemed["payload"]["benefit"]["attributes"] == {"sku": "MUG"}
+    low = next(e for e in events if e["topic"] == "gift_codes.low")
+    assert low["payload"] == {"pool": "gc500", "available": 1, "low_stock": 1}
+    assert voucher["gift_card_code"] == "A1"
+
+
+def test_the_job_marks_expired_vouchers(
+    client: TestClient,
+    pos: Headers,
+    rich: Json,
+    db: Database,
+    clock: FixedClock,
+    shop: ProgramVersion,
+) -> None:
+    code = redeem(client, pos, rich, "fifty-off", "e1")["code"]
+    redeem(client, pos, rich, "mug", "e2")  # no end date
+    clock.advance(timedelta(days=31))
+    assert jobs.run_due(db, clock, [shop.program_id]).vouchers_expired == 1
+    assert jobs.run_due(db, clock, [shop.program_id]).vouchers_expired == 0
+    with db.read() as conn:
+        stored = conn.execute(
+            select(vouchers.c.code, vouchers.c.status)
+            .where(vouchers.c.program_id == shop.program_id)
+            .order_by(vouchers.c.id)
+        ).all()
+    assert tuple(stored[0]) == (code, "expired")
+    assert [r.status for r in stored] == ["expired", "issued"]

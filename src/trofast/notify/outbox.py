@@ -28,6 +28,11 @@ TOPICS = (
     "household.left",
     "points.transferred",
     "points.expiring",
+    "reward.redeemed",
+    "voucher.used",
+    "voucher.cancelled",
+    "voucher.restored",
+    "gift_codes.low",
 )
 
 

@@ -225,6 +225,19 @@ def donation_totals(conn: Connection, program_id: int) -> list[AnyRow]:
     )
 
 
+def first_voucher_due(conn: Connection, program_id: int, now: datetime) -> int | None:
+    value = conn.execute(
+        select(vouchers.c.id)
+        .where(
+            vouchers.c.program_id == program_id,
+            vouchers.c.status == "issued",
+            vouchers.c.expires_at <= now,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 def expire_vouchers(conn: Connection, program_id: int, now: datetime) -> int:
     """Mark issued vouchers past their end as expired; how many."""
     result = conn.execute(

@@ -20,6 +20,7 @@ from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import AnyRow
 from trofast.ledger import repository as ledger_repository
 from trofast.ledger import service as ledger
+from trofast.notify.outbox import raise_event
 from trofast.programs.service import ProgramVersion
 from trofast.rewards import repository
 from trofast.rewards.document import COMMON_FIELDS, POOL_ID, Channel, Period, Reward, localized
@@ -265,11 +266,32 @@ def _issue(
         "cancelled_at": None,
     }
     voucher_id = repository.insert_voucher(conn, values)
-    if gift is not None:
+    if gift is not None and reward.type == "gift_card" and reward.pool is not None:
         repository.assign_gift_code(conn, int(gift.id), voucher_id)
+        left = repository.pool_sizes(conn, pid).get(reward.pool, (0, 0))[1]
+        if left <= reward.low_stock:
+            raise_event(
+                conn,
+                pid,
+                "gift_codes.low",
+                f"gift-codes-low:{reward.pool}:{left}",
+                {"pool": reward.pool, "available": left, "low_stock": reward.low_stock},
+                now,
+            )
     row = repository.voucher_by_code(conn, pid, str(values["code"]))
     assert row is not None
-    return _out(conn, program, row)
+    out = _out(conn, program, row)
+    _announce(conn, pid, "reward.redeemed", out, now)
+    return out
+
+
+def _announce(
+    conn: Connection, program_id: int, topic: str, voucher: VoucherOut, now: datetime
+) -> None:
+    """Raise `topic` about a voucher (fulfilment by the business's own systems hangs on it)."""
+    payload = voucher.model_dump(mode="json", exclude={"replayed", "gift_card_code"})
+    key = f"{topic}:{voucher.code}:{now.isoformat()}"
+    raise_event(conn, program_id, topic, key, payload, now)
 
 
 def _period_start(period: Period, now: datetime, program: ProgramVersion) -> datetime | None:
@@ -444,7 +466,9 @@ def consume(
     repository.update_voucher(
         conn, int(row.id), status="used", used_at=now, used_by=purchase_external_id
     )
-    return _out(conn, program, _voucher(conn, program.program_id, code), now=now), discount
+    out = _out(conn, program, _voucher(conn, program.program_id, code), now=now)
+    _announce(conn, program.program_id, "voucher.used", out, now)
+    return out, discount
 
 
 def cancel(
@@ -471,7 +495,9 @@ def cancel(
     if row.benefit.get("stock") is not None:
         repository.return_stock(conn, program.program_id, str(row.reward))
     repository.update_voucher(conn, int(row.id), status="cancelled", cancelled_at=now)
-    return _out(conn, program, _voucher(conn, program.program_id, code), now=now)
+    out = _out(conn, program, _voucher(conn, program.program_id, code), now=now)
+    _announce(conn, program.program_id, "voucher.cancelled", out, now)
+    return out
 
 
 def restore_on_return(
@@ -485,8 +511,19 @@ def restore_on_return(
         if row.expires_at is not None and row.expires_at <= now:
             continue
         repository.update_voucher(conn, int(row.id), status="issued", used_at=None, used_by=None)
+        out = _out(conn, program, _voucher(conn, program.program_id, str(row.code)), now=now)
+        _announce(conn, program.program_id, "voucher.restored", out, now)
         restored += 1
     return restored
+
+
+def vouchers_due_to_expire(conn: Connection, program_id: int, now: datetime) -> bool:
+    return repository.first_voucher_due(conn, program_id, now) is not None
+
+
+def expire_vouchers(conn: Connection, program_id: int, now: datetime) -> int:
+    """Mark unused vouchers past their end as expired (their points are not given back)."""
+    return repository.expire_vouchers(conn, program_id, now)
 
 
 def perks(conn: Connection, program: ProgramVersion, member_id: int, now: datetime) -> PerksOut:

@@ -18,6 +18,7 @@ from trofast.notify import expiry
 from trofast.notify.outbox import raise_event
 from trofast.programs import repository as program_reads
 from trofast.programs import service as programs
+from trofast.rewards import service as rewards
 from trofast.rules import engine
 
 CHUNK = 500
@@ -33,6 +34,8 @@ class JobReport:
     #: `points.expiring` events raised. Left out of equality: a report compares as the
     #: ledger moves it made (vested, expired), which is what the ledger tests pin down.
     expiry_warnings: int = field(default=0, compare=False)
+    #: Unused vouchers past their end, marked expired.
+    vouchers_expired: int = field(default=0, compare=False)
 
 
 def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> JobReport:
@@ -48,7 +51,21 @@ def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None
         report.expired += _drain(db, ctx, ledger_reads.due_for_expiry, _expire_each)
     report.birthdays = grant_birthdays(db, clock, program_ids)
     report.expiry_warnings = warn_expiring(db, clock, program_ids)
+    report.vouchers_expired = expire_vouchers(db, clock, program_ids)
     return report
+
+
+def expire_vouchers(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
+    """Mark unused vouchers past their end as expired; how many."""
+    now = clock.now()
+    done = 0
+    for program_id in _all_programs(db) if program_ids is None else program_ids:
+        with db.read() as conn:  # the write lock only when a voucher is due
+            if not rewards.vouchers_due_to_expire(conn, program_id, now):
+                continue
+        with db.write() as conn:
+            done += rewards.expire_vouchers(conn, program_id, now)
+    return done
 
 
 def _all_programs(db: Database) -> list[int]:
