@@ -91,3 +91,18 @@ def test_apikey_for_unknown_program_fails(db: Database) -> None:
         app, ["apikey", "create", "--program", "no-such-program", "--scope", "pos", "--db", db.url]
     )
     assert result.exit_code != 0
+
+
+def test_import_gift_card_codes_from_a_providers_csv(db: Database, tmp_path: Path) -> None:
+    key = f"cli-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "p.yaml"
+    path.write_text(_document(key))
+    assert runner.invoke(app, ["program", "apply", str(path), "--db", db.url]).exit_code == 0
+    csv_file = tmp_path / "codes.csv"
+    csv_file.write_text("code,value\nGC-0001,500\nGC-0002,500\n\nGC-0001,500\n")
+    command = ["rewards", "import-codes", str(csv_file), "--program", key, "--pool", "gc500"]
+    result = runner.invoke(app, [*command, "--header", "--db", db.url])
+    assert result.exit_code == 0, result.output
+    assert "2 codes added, 1 already there, 2 available" in result.output
+    again = runner.invoke(app, [*command, "--header", "--db", db.url])
+    assert "0 codes added, 3 already there, 2 available" in again.output

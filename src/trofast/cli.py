@@ -21,11 +21,13 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The points ledger.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Try earning rules.", no_args_is_help=True)
+rewards_app = typer.Typer(help="Rewards and gift-card code pools.", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
+app.add_typer(rewards_app, name="rewards")
 
 console = Console()
 err = Console(stderr=True)
@@ -97,6 +99,33 @@ def apikey_create(
         token, key_id = access.create_key(conn, found.program_id, scope, name, SystemClock().now())
     console.print(f"API key {key_id} ({scope.value}) for program '{program}':")
     print(token)
+
+
+@rewards_app.command("import-codes")
+def rewards_import_codes(
+    file: Path = typer.Argument(..., help="CSV from the provider: the code in the first column"),
+    program: str = typer.Option(..., help="Program key"),
+    pool: str = typer.Option(..., help="Pool name, as a gift_card reward's `pool`"),
+    header: bool = typer.Option(False, help="Skip the first line (column names)"),
+    db: str | None = DbOption,
+) -> None:
+    """Import gift-card codes into a pool; codes already there are skipped."""
+    import csv
+
+    from trofast.programs import service as programs
+    from trofast.rewards import service as rewards
+
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row and row[0].strip()]
+    codes = [row[0].strip() for row in rows[1 if header else 0 :]]
+    database = _database(db)
+    with database.write() as conn:
+        found = programs.by_key(conn, program)
+        out = rewards.import_codes(conn, found.program_id, pool, codes, SystemClock().now())
+    console.print(
+        f"Pool '{out.pool}': {out.added} codes added, {out.duplicates} already there, "
+        f"{out.available} available."
+    )
 
 
 @ledger_app.command("audit")
