@@ -88,7 +88,7 @@ def test_counts_are_as_asked(generated: Generated) -> None:
             activities.c.member_id.is_(None),
         )
         spends = _count(
-            conn, ledger_transactions, program_id, ledger_transactions.c.kind == "spend"
+            conn, ledger_transactions, program_id, ledger_transactions.c.kind == "redeem"
         )
         last = conn.execute(
             select(func.max(activities.c.occurred_at)).where(activities.c.program_id == program_id)

@@ -4,8 +4,9 @@
 18 months of members, purchases and returns with `random.Random(2026)`, and plays them
 forward day by day on a `FixedClock`, one transaction per day: enrolments go through
 `members.service.enrol`, runs of purchases through `activities.service.ingest_many` (as a
-till uploads them), returns through `ingest`, reward spends through `ledger.service.post`,
-and the vesting and expiry jobs run every simulated night. The same arguments always
+till uploads them), returns through `ingest`, rewards through `rewards.service.redeem`
+(a voucher, used on the same receipt), and the vesting and expiry jobs run every simulated
+night. The same arguments always
 produce the same members, loyalty numbers and activities.
 """
 
@@ -40,7 +41,6 @@ from trofast.kit.auth import Scope
 from trofast.kit.clock import FixedClock, SystemClock
 from trofast.kit.db import Database
 from trofast.kit.errors import Problem
-from trofast.kit.idempotency import request_hash
 from trofast.ledger import repository as ledger_reads
 from trofast.ledger import service as ledger
 from trofast.members import service as member_service
@@ -48,6 +48,7 @@ from trofast.members.schemas import Channel, MemberIn
 from trofast.programs import service as programs
 from trofast.programs.service import ProgramVersion
 from trofast.programs.spec import ProgramSpec, parse_document
+from trofast.rewards import service as rewards
 
 PROGRAM_KEY = "kaffekoppen"
 SEED = 2026
@@ -109,6 +110,94 @@ stamp_cards:
     name: Kaffekort
     stamps: 10
     reward_points: 40 # a free coffee is worth about 40 bönor
+# The rewards catalogue: the ten kinds of reward of seed 004, spent with bönor (or given).
+rewards:
+  - id: bryggkaffe
+    type: free_product
+    name: {sv: En bryggkaffe, en: A filter coffee}
+    cost: 350
+    sku: bryggkaffe
+    valid_days: 30
+    channels: [store]
+  - id: kanelbulle
+    type: free_product
+    name: {sv: En kanelbulle, en: A cinnamon bun}
+    cost: 390
+    sku: kanelbulle
+    valid_days: 30
+    channels: [store]
+  - id: rabatt-50kr
+    type: discount
+    name: {sv: 50 kr rabatt, en: 50 SEK off}
+    cost: 500
+    amount: 5000
+    min_order: 10000
+    valid_days: 60
+  - id: fika
+    type: discount
+    name: {sv: Fika för två, en: Coffee and a bun for two}
+    cost: 700
+    amount: 15000
+    scope: {categories: [coffee, tea, bakery]}
+    valid_days: 60
+    channels: [store]
+  - id: smakprov # 1. a free sample: granted (cost 0), e.g. after five purchases
+    type: free_product
+    name: {sv: Smakprov av månadens bönor, en: A sample of the month's beans}
+    cost: 0
+    sku: smakprov-bonor
+    valid_days: 30
+  - id: forhandsvisning # 2. exclusive previews
+    type: early_access
+    name: {sv: Förhandsvisning av höstens rosterier, en: Preview of the autumn roasts}
+    cost: 200
+    access: hostens-rosterier
+    valid_days: 30
+  - id: dina-bonor # 3. a personal discount for those who buy beans
+    type: discount
+    name: {sv: 20 % på dina favoritbönor, en: 20 % off your favourite beans}
+    cost: 300
+    percent: 20
+    max_discount: 5000
+    scope: {categories: [beans]}
+    eligible: {tags: [bonkopare]}
+    limit: {count: 1, per: month}
+  - id: presentkort-200 # 4. points for gift cards, codes from the provider's pool
+    type: gift_card
+    name: {sv: Presentkort 200 kr, en: Gift card 200 SEK}
+    cost: 2000
+    value: 20000
+    pool: presentkort-200
+    low_stock: 10
+  - id: kaffeprovning # 5. invitations to a VIP event with limited places
+    type: event
+    name: {sv: Kaffeprovning med våra rostare, en: Coffee tasting with our roasters}
+    cost: 800
+    event: Kaffeprovning, rosteriet på Södermalm
+    stock: 20
+  # 6. extra bönor in the birthday week: the `birthday` rule above.
+  - id: fri-frakt # 7. free shipping on the next web-shop order
+    type: free_shipping
+    name: {sv: Fri frakt, en: Free shipping}
+    cost: 150
+    valid_days: 90
+  - id: vip-service # 8. VIP customer service
+    type: service_perk
+    name: {sv: Prioriterad kundservice, en: Priority customer service}
+    cost: 400
+    perk: prioriterad-support
+    valid_days: 90
+  - id: guldkoppen # 9. a digital trophy (until badges arrive, fulfilled by the shop)
+    type: custom
+    name: {sv: "Digital trofé: Guldkoppen", en: "Digital trophy: the Golden Cup"}
+    cost: 1000
+    attributes: {badge: guldkoppen}
+  - id: plantera-ett-trad # 10. charity donations
+    type: donation
+    name: {sv: Plantera ett träd med Vi-skogen, en: Plant a tree with Vi-skogen}
+    cost: 100
+    cause: vi-skogen
+    amount: 1000
 """
 
 
@@ -165,8 +254,16 @@ WEBSHOP = (
     Product("bonor-morkrost-500g", "beans", 15900),
     Product("kaffekopp-mugg", "merchandise", 19900),
 )
-#: Rewards a member can spend bönor on at the till: (reference stem, points).
-REWARDS = (("bryggkaffe", 350), ("kanelbulle", 390), ("rabatt-50kr", 500), ("fika", 700))
+#: Catalogue rewards a member takes at the till, cheapest first: (reward id, points).
+REWARDS = (
+    ("plantera-ett-trad", 100),
+    ("bryggkaffe", 350),
+    ("kanelbulle", 390),
+    ("rabatt-50kr", 500),
+    ("fika", 700),
+)
+#: Gift-card codes "bought" from the provider for the presentkort-200 reward.
+GIFT_CODES = [f"KK-PK200-{n:04d}" for n in range(1, 101)]
 
 # fmt: off
 FIRST_NAMES = (
@@ -288,7 +385,7 @@ def ensure_demo(
         )
         console.print(
             f"Generated {stats.members} members, {stats.purchases} purchases, "
-            f"{stats.returns} returns, {stats.spends} reward spends; vested {stats.vested} "
+            f"{stats.returns} returns, {stats.spends} reward redemptions; vested {stats.vested} "
             f"and expired {stats.expired} lots in {time.perf_counter() - began:.1f} s."
         )
     now = SystemClock().now()
@@ -311,6 +408,7 @@ def generate(
     spec = ProgramSpec.model_validate({**document, "key": program_key})
     with db.write() as conn:
         program = programs.apply(conn, spec, START)
+        rewards.import_codes(conn, program.program_id, "presentkort-200", GIFT_CODES, START)
     stats = DemoStats()
     play_rng = random.Random(rng.getrandbits(64))  # loyalty numbers and reward choices
     columns = (
@@ -678,18 +776,15 @@ class _Player:
         if not affordable or self.rng.random() >= person.redeem:
             return
         best = self.rng.random() < 0.8
-        reward, points = affordable[-1] if best else self.rng.choice(affordable)
-        reference = f"{sale.receipt}-{reward}"
-        spend = ledger.Spend(
-            member_id=member_id,
-            account_id=account_id,
-            points=points,
-            reference=reference,
-            idempotency_key=f"spend:{reference}",
-            request_hash=request_hash(member_id, points),
+        reward, _ = affordable[-1] if best else self.rng.choice(affordable)
+        member = member_service.resolve_with_account(
+            conn, self.program.program_id, member_id=member_id
         )
-        ctx = ledger.Context(self.program.program_id, now, ACTOR, self.program.version)
-        ledger.post(conn, ctx, spend)
+        voucher = rewards.redeem(
+            conn, self.program, member, reward, f"{sale.receipt}-{reward}", None, now, ACTOR
+        )
+        if voucher.status == "issued":  # a donation is done at once; the rest used right away
+            rewards.consume(conn, self.program, voucher.code, sale.receipt, None, now)
         self.stats.spends += 1
 
 
