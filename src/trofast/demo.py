@@ -256,12 +256,13 @@ WEBSHOP = (
 )
 #: Catalogue rewards a member takes at the till, cheapest first: (reward id, points).
 REWARDS = (
-    ("plantera-ett-trad", 100),
     ("bryggkaffe", 350),
     ("kanelbulle", 390),
     ("rabatt-50kr", 500),
     ("fika", 700),
 )
+#: Now and then a member gives a reward's worth to charity instead.
+DONATION, DONATION_SHARE = "plantera-ett-trad", 0.1
 #: Gift-card codes "bought" from the provider for the presentkort-200 reward.
 GIFT_CODES = [f"KK-PK200-{n:04d}" for n in range(1, 101)]
 
@@ -777,6 +778,8 @@ class _Player:
             return
         best = self.rng.random() < 0.8
         reward, _ = affordable[-1] if best else self.rng.choice(affordable)
+        if self.rng.random() < DONATION_SHARE:
+            reward = DONATION
         member = member_service.resolve_with_account(
             conn, self.program.program_id, member_id=member_id
         )
@@ -789,9 +792,11 @@ class _Player:
 
 
 def _run_jobs(conn: Connection, program: ProgramVersion, now: datetime, stats: DemoStats) -> None:
-    """The night's vesting and expiry for this program only (what `worker.jobs` does for all)."""
+    """The night's vesting, expiry and voucher expiry for this program only (what
+    `worker.jobs` does for all)."""
     ctx = ledger.Context(program.program_id, now, "job")
     due = ledger_reads.due_for_vesting(conn, program.program_id, now, JOB_LIMIT)
     stats.vested += ledger.vest_many(conn, ctx, due)
     for lot_id in ledger_reads.due_for_expiry(conn, program.program_id, now, JOB_LIMIT):
         stats.expired += ledger.post(conn, ctx, ledger.Expire(lot_id)) is not None
+    rewards.expire_vouchers(conn, program.program_id, now)
