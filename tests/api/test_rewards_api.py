@@ -721,3 +721,25 @@ def test_the_job_marks_expired_vouchers(
         ).all()
     assert tuple(stored[0]) == (code, "expired")
     assert [r.status for r in stored] == ["expired", "issued"]
+
+
+def test_one_member_racing_itself_gets_the_monthly_limit_once(
+    client: TestClient, pos: Headers, admin: Headers, enrol: Callable[..., Json]
+) -> None:
+    member = enrol(pos, tags=["club"])
+    give(client, admin, member, 100, "p")
+    barrier = threading.Barrier(10)
+
+    def run(index: int) -> httpx.Response:
+        barrier.wait()
+        return client.post(
+            f"/v1/members/{member['id']}/redemptions",
+            headers=pos,
+            json={"reward": "members-only", "reference": f"self-{index}"},
+        )
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(run, range(10)))
+    outcomes = Counter("issued" if r.status_code == 201 else r.json()["code"] for r in responses)
+    assert outcomes == {"issued": 1, "member_limit_reached": 9}
+    assert available(client, pos, member) == 90
