@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
+    Date,
     DateTime,
     ForeignKey,
     Integer,
     MetaData,
+    String,
     Table,
     TypeDecorator,
     func,
@@ -78,24 +83,112 @@ def program_column() -> Column[int]:
 
 
 def insert_returning_ids(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert `rows` in one multi-row statement; their new ids, in the order of `rows`.
+    """Insert `rows` (all with the same keys); their new ids, in the order of `rows`.
 
-    On SQLite the ids are assigned up front: every write transaction holds the database's
-    only write lock (`BEGIN IMMEDIATE`), so max(id)+1... cannot be taken by anyone else, and
-    a plain executemany is many times faster than RETURNING row by row.
+    The ids are assigned up front and the rows go to the driver's `executemany` (psycopg
+    pipelines it), converted by `driver_values`: SQLAlchemy's per-row parameter processing
+    cost more than the rest of a batch's inserts. On SQLite every write transaction holds
+    the database's only write lock (`BEGIN IMMEDIATE`), so max(id)+1... cannot be taken by
+    anyone else; on PostgreSQL the ids come from the table's sequence.
     """
     if not rows:
         return []
+    count = len(rows)
     if conn.dialect.name == "sqlite":
         last = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
-        ids = list(range(last + 1, last + 1 + len(rows)))
+        ids = list(range(last + 1, last + 1 + count))
+    else:
+        ids = sorted(
+            int(v)
+            for v in conn.execute(
+                select(func.nextval(func.pg_get_serial_sequence(table.name, "id"))).select_from(
+                    func.generate_series(1, count)
+                )
+            ).scalars()
+        )
+    if len(ids) != count:
+        raise InvariantBroken(f"{table.name}: {len(ids)} ids for {count} rows")
+    keys = list(rows[0])
+    converted = driver_values(conn.dialect, table, keys, rows)
+    if converted is None:  # a column type the driver path does not convert: SQLAlchemy's way
         conn.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
         return ids
-    result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
-    ids = [int(v) for v in result.scalars()]
-    if len(ids) != len(rows):
-        raise InvariantBroken(f"{table.name}: inserted {len(ids)} of {len(rows)} rows")
+    columns, values = converted
+    for row, i in zip(values, ids, strict=True):
+        row["id"] = i
+    _bulk_insert(table, columns).executemany(conn, values)
     return ids
+
+
+_bulk_inserts: dict[tuple[str, tuple[str, ...]], DriverStatement] = {}
+
+
+def _bulk_insert(table: Table, columns: tuple[str, ...]) -> DriverStatement:
+    key = (table.name, columns)
+    stmt = _bulk_inserts.get(key)
+    if stmt is None:
+        stmt = _bulk_inserts[key] = DriverStatement(table.insert(), ("id", *columns))
+    return stmt
+
+
+def driver_values(
+    dialect: Dialect, table: Table, keys: list[str], rows: list[dict[str, Any]]
+) -> tuple[tuple[str, ...], list[dict[str, Any]]] | None:
+    """(columns, rows) as the driver takes them, with the columns' scalar Python defaults
+    filled in and values converted as SQLAlchemy's column types convert them; None if a
+    row has other keys or a column needs a conversion not done here."""
+    sqlite = dialect.name == "sqlite"
+    convert: list[tuple[str, Any]] = []
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        name = column.name
+        if name == "id":
+            continue
+        if name not in keys:
+            default = column.default
+            if default is None:
+                continue
+            if not getattr(default, "is_scalar", False):
+                return None
+            defaults[name] = default.arg  # type: ignore[attr-defined]
+        kind = column.type
+        if isinstance(kind, UtcDateTime):
+            convert.append((name, _time_binder(sqlite)))
+        elif isinstance(kind, JSON):
+            convert.append((name, bind_json))
+        elif isinstance(kind, Date) and sqlite:
+            convert.append((name, _date_text))
+        elif not isinstance(kind, Integer | String | Boolean):
+            return None
+    if any(k not in table.c or k == "id" for k in keys):
+        return None
+    columns = tuple(keys) + tuple(defaults)
+    same = rows[0].keys()
+    out = []
+    for row in rows:
+        if row.keys() != same:
+            return None
+        values = {**row, **defaults} if defaults else dict(row)
+        for name, function in convert:
+            value = values[name]
+            if value is not None or function is bind_json:
+                values[name] = function(value)
+        out.append(values)
+    return columns, out
+
+
+def _time_binder(sqlite: bool) -> Any:
+    def bind(value: datetime) -> Any:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        utc = as_utc(value)
+        return utc.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else utc
+
+    return bind
+
+
+def _date_text(value: date) -> str:
+    return value.isoformat()
 
 
 class DriverStatement:
@@ -139,10 +232,30 @@ class DriverStatement:
         try:
             cursor.execute(sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                sql, args, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-            ) from exc
+            _raise_wrapped(conn, sql, args, exc)
         return cursor
+
+    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per row (every bind name present in each), as one `executemany`."""
+        sql, names, constants = self._sql(conn.dialect)
+        args: Any
+        if names is not None and not constants:
+            take = itemgetter(*names)
+            args = [take(row) for row in rows] if len(names) > 1 else [(take(r),) for r in rows]
+        elif names is not None:
+            args = [[row[n] if n in row else constants[n] for n in names] for row in rows]
+        else:
+            args = [{**constants, **row} for row in rows] if constants else rows
+        try:
+            driver_cursor(conn).executemany(sql, args)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            _raise_wrapped(conn, sql, args, exc)
+
+
+def _raise_wrapped(conn: Connection, sql: str, args: Any, exc: Exception) -> None:
+    raise DBAPIError.instance(
+        sql, args, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+    ) from exc
 
 
 def driver_cursor(conn: Connection) -> Any:
