@@ -112,9 +112,13 @@ class Counters:
 NO_COUNTERS = Counters()
 
 
-@dataclass(frozen=True)
-class PointsEffect:
-    """Credit `points` to the member, as one lot, attributed to `rule`."""
+class PointsEffect(NamedTuple):
+    """Credit `points` to the member, as one lot, attributed to `rule`.
+
+    The results of an evaluation (this, CashbackEffect, CounterDelta, RuleOutcome) are named
+    tuples, immutable like frozen dataclasses but built in a third of the time: a 50-rule
+    evaluation makes about 35 of them.
+    """
 
     points: int
     rule: str
@@ -122,16 +126,14 @@ class PointsEffect:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
-class CashbackEffect:
+class CashbackEffect(NamedTuple):
     """Credit `amount` minor units to the member's money wallet."""
 
     amount: int
     rule: str
 
 
-@dataclass(frozen=True)
-class CounterDelta:
+class CounterDelta(NamedTuple):
     """Add `points` and `times` to a counter (`member` False: program-wide)."""
 
     key: str
@@ -140,8 +142,7 @@ class CounterDelta:
     member: bool = True
 
 
-@dataclass(frozen=True)
-class RuleOutcome:
+class RuleOutcome(NamedTuple):
     """Why a rule gave what it gave (dry runs and simulations show these)."""
 
     rule: str
@@ -584,14 +585,16 @@ def _birthday_in(born: date, year: int) -> date:
 class _Basket:
     """The lines of one activity, and which of them each rule takes, found once."""
 
-    __slots__ = ("_line_ctx", "_sets", "_taken", "ctx", "lines", "listed")
+    __slots__ = ("_line_ctx", "_sets", "_sums", "_taken", "ctx", "lines", "listed")
 
     def __init__(self, program: CompiledProgram, lines: tuple[Line, ...], ctx: Context) -> None:
         self.lines = lines
         self.ctx = ctx
-        # rule index -> positions of the lines its lists let through
+        # rule index -> positions of the lines its lists let through, and their [amount, units]
         listed: dict[int, list[int]] = {}
+        sums: dict[int, list[int]] = {}
         self.listed = listed
+        self._sums = sums
         if program._filtered:
             remembered = program._line_rules
             for position, line in enumerate(lines):
@@ -603,12 +606,17 @@ class _Basket:
                 )
                 if indexes is None:
                     indexes = program.rules_for_line(line)
+                amount, units = line.amount, line.quantity
                 for index in indexes:
                     found = listed.get(index)
                     if found is None:
                         listed[index] = [position]
+                        sums[index] = [amount, units]
                     else:
                         found.append(position)
+                        both = sums[index]
+                        both[0] += amount
+                        both[1] += units
         self._taken: dict[int, tuple[Sequence[int], int, int]] = {}
         self._sets: dict[int, set[int]] = {}
         self._line_ctx: dict[int, Context] = {}
@@ -627,6 +635,10 @@ class _Basket:
                 line_when = compiled.line_when
                 if line_when is not None:
                     chosen = [p for p in chosen if line_when(self._line_context(p))]
+                elif chosen:  # added up as the lines were listed
+                    amount, units = self._sums[compiled.index]
+                    taken = self._taken[key] = (chosen, amount, units)
+                    return taken
             taken = self._taken[key] = (chosen, *self.totals(chosen))
         return taken
 
