@@ -724,11 +724,17 @@ def digest(result: Any) -> dict[str, Any]:
 
 
 def _row(label: str, wall: float, cpu: float, count: int, note: str = "") -> dict[str, Any]:
+    """One measurement: per second of wall time, and per second of this process's CPU time
+    (what one core does when it is not shared; the machine may be busy with other work)."""
     print(
-        f"  {label:<34} {wall:7.2f} s {count / wall:>11,.0f}/s  (CPU {cpu / wall:4.0%}){note}",
+        f"  {label:<34} {wall:7.2f} s {count / wall:>11,.0f}/s  (CPU {cpu:6.2f} s,"
+        f" {count / cpu:>9,.0f}/CPU-s){note}",
         flush=True,
     )
-    return {"seconds": wall, "cpu_seconds": cpu, "per_second": count / wall}
+    return {
+        "seconds": wall, "cpu_seconds": cpu, "per_second": count / wall,
+        "per_cpu_second": count / cpu,
+    }  # fmt: skip
 
 
 def measure_simulate(url: str, count: int, lines: int) -> dict[str, Any]:
