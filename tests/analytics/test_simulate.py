@@ -93,3 +93,64 @@ def test_replay_under_a_doubled_rate(
     )
     assert out.exit_code == 0, out.output
     assert "2026-03" in out.output and "+20" in out.output and "7.00 SEK" in out.output
+
+
+def test_replay_reads_lines_and_event_attributes(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+    clock: FixedClock,
+    db: Database,
+) -> None:
+    """A program whose rules read purchases' lines and events' attributes: the replay reads
+    those bodies (on PostgreSQL through a server-side cursor) and gives what evaluate gives."""
+    program = make_program()
+    pos = key_for(program, "pos")
+    member = client.post("/v1/members", json={"email": "l@example.com"}, headers=pos).json()
+    clock.set(datetime(2026, 5, 4, 9, tzinfo=UTC))
+    lines = [
+        {"sku": "c1", "amount": 4000, "quantity": 2, "category": "coffee", "labels": ["eco"]},
+        {"sku": "b1", "amount": 2500, "quantity": 1, "category": "bakery"},
+    ]
+    sent = [
+        {"type": "purchase", "external_id": "p1", "amount": 6500, "currency": "SEK",
+         "lines": lines},
+        {"type": "purchase", "external_id": "p2", "amount": 2500, "currency": "SEK",
+         "lines": lines[1:]},
+        {"type": "event", "external_id": "e1", "event_type": "review",
+         "attributes": {"stars": 5, "tags": {"nested": ["x"]}}},
+        {"type": "event", "external_id": "e2", "event_type": "review", "attributes": {}},
+        {"type": "return", "external_id": "r1", "original_external_id": "p1", "amount": 3250},
+    ]  # fmt: skip
+    for body in sent:
+        if body["type"] != "return":  # a return is the purchase's member's
+            body["member_id"] = member["id"]
+        r = client.post("/v1/activities", json=body, headers=pos)
+        assert r.status_code == 201, r.text
+    proposed = ProgramSpec.model_validate(
+        {
+            **program.spec.model_dump(mode="json", exclude={"earn"}),
+            "rules": [
+                {"id": "coffee", "lines": {"categories": ["coffee"]},
+                 "effect": {"kind": "per_unit", "points": 7}},
+                {"id": "eco", "lines": {"labels": ["eco"]},
+                 "effect": {"kind": "per_amount", "points": 1, "per_amount": 100}},
+                {"id": "review", "on": "review",
+                 "when": [{"field": "activity.attributes.tags", "op": "not_in", "value": ["x"]},
+                          {"field": "activity.attributes.stars", "op": "exists"}],
+                 "effect": {"kind": "fixed", "points": 30}},
+            ],
+        }
+    )  # fmt: skip
+    with db.read() as conn:
+        result = simulate(
+            conn,
+            program.program_id,
+            proposed,
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+        )
+    (may,) = result.months
+    # p1: 2 coffees (14) + 40 SEK eco (40); p2: nothing; e1: 30; e2: no stars;
+    # the return takes back half of p1's 54
+    assert (may.month, may.activities, may.simulated_points) == ("2026-05", 5, 54 + 30 - 27)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     case,
     cast,
     null,
+    or_,
     select,
     type_coerce,
 )
@@ -93,7 +94,12 @@ def _activity_select(
     if conn.dialect.name == "sqlite":  # stored as naive UTC text
         occurred_at = type_coerce(activities.c.occurred_at, String) + "+00:00"
     body = (
-        case((activities.c.type.in_(bodies), cast(activities.c.body, Text)), else_=null())
+        # `type = a OR type = b`, not IN: an IN list is an "expanding" parameter, which the
+        # driver-level execution of activity_chunks() on PostgreSQL would not expand.
+        case(
+            (or_(*(activities.c.type == kind for kind in bodies)), cast(activities.c.body, Text)),
+            else_=null(),
+        )
         if bodies
         else null()
     )
