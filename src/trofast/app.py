@@ -24,6 +24,7 @@ from trofast.members.endpoints import router as members_router
 from trofast.notify.endpoints import router as notify_router
 from trofast.programs.endpoints import router as programs_router
 from trofast.rewards.endpoints import router as rewards_router
+from trofast.tiers.endpoints import router as tiers_router
 from trofast.worker.runner import Worker
 
 log = logging.getLogger("trofast")
@@ -59,6 +60,7 @@ def create_app(
         ledger_router,
         activities_router,
         rewards_router,
+        tiers_router,
         notify_router,
         households_router,
     ):

@@ -10,6 +10,7 @@ from trofast.members.models import members
 from trofast.notify.models import outbox
 from trofast.programs.models import program_versions, programs
 from trofast.rewards.models import gift_codes, reward_stock, vouchers
+from trofast.tiers.models import member_tiers, tier_history
 
 __all__ = [
     "accounts",
@@ -21,6 +22,7 @@ __all__ = [
     "idempotency_keys",
     "ledger_transactions",
     "lots",
+    "member_tiers",
     "members",
     "metadata",
     "outbox",
@@ -28,6 +30,7 @@ __all__ = [
     "programs",
     "reward_stock",
     "rule_counters",
+    "tier_history",
     "transfers",
     "vouchers",
 ]

@@ -33,6 +33,7 @@ TOPICS = (
     "voucher.cancelled",
     "voucher.restored",
     "gift_codes.low",
+    "tier.changed",
 )
 
 
@@ -59,6 +60,23 @@ def raise_event(
     if not key or len(key) > 200:
         raise ValueError(f"an outbox key must be 1-200 characters: {key!r}")
     return repository.insert_event(conn, program_id, topic, key, payload, now)
+
+
+def raise_events(
+    conn: Connection,
+    program_id: int,
+    topic: str,
+    events: list[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """`raise_event` for many (key, payload) pairs of one topic at once, for jobs that
+    raise thousands per transaction (the tier review); existing keys are skipped."""
+    if not topic or len(topic) > 60:
+        raise ValueError(f"an outbox topic must be 1-60 characters: {topic!r}")
+    for key, _ in events:
+        if not key or len(key) > 200:
+            raise ValueError(f"an outbox key must be 1-200 characters: {key!r}")
+    repository.insert_events(conn, program_id, topic, events, now)
 
 
 def list_page(

@@ -43,6 +43,35 @@ def insert_event(
     return result.first() is not None
 
 
+def insert_events(
+    conn: Connection,
+    program_id: int,
+    topic: str,
+    events: list[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Insert many (key, payload) events of one topic in one executemany, skipping keys
+    that exist (ON CONFLICT DO NOTHING)."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    rows = [
+        {
+            "program_id": program_id,
+            "topic": topic,
+            "key": key,
+            "payload": payload,
+            "created_at": now,
+            "available_at": now,
+            "attempts": 0,
+        }
+        for key, payload in events
+    ]
+    if rows:
+        conn.execute(
+            dialect_insert(outbox).on_conflict_do_nothing(index_elements=["program_id", "key"]),
+            rows,
+        )
+
+
 def existing_keys(conn: Connection, program_id: int, keys: Collection[str]) -> set[str]:
     """Which of `keys` the program's outbox already holds."""
     found: set[str] = set()

@@ -27,6 +27,7 @@ from trofast.rules.document import (
     Stamp,
     StampCard,
 )
+from trofast.tiers.document import Tier, TierQualification, Tiers, check_tiers
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 ISO_4217 = re.compile(r"^[A-Z]{3}$")
@@ -98,6 +99,8 @@ class ProgramSpec(Strict):
     stamp_cards: list[StampCard] = Field(default_factory=list, max_length=50)
     rewards: list[Reward] = Field(default_factory=list, max_length=1000)
     pay_with_points: PayWithPoints = PayWithPoints()
+    tiers: Tiers = Field(default_factory=list, description="Ordered; the first is the entry tier")
+    tier_qualification: TierQualification = TierQualification()
 
     @model_validator(mode="after")
     def _references(self) -> ProgramSpec:
@@ -159,7 +162,17 @@ class ProgramSpec(Strict):
                 raise ValueError(f"rewards.{index}: available_from is not before available_until")
             if not reward.channels:
                 raise ValueError(f"rewards.{index}.channels: name at least one channel")
+        check_tiers(self.tiers, self.tier_qualification, events)
+        tier_ids = {tier.id for tier in self.tiers}
+        for index, reward in enumerate(self.rewards):
+            for n, tier_id in enumerate(reward.eligible.tiers):
+                if self.tiers and tier_id not in tier_ids:
+                    raise ValueError(f"rewards.{index}.eligible.tiers.{n}: no tier {tier_id!r}")
         return self
+
+    def tier(self, tier_id: str | None) -> Tier | None:
+        """The tier `tier_id`, if this version has it."""
+        return next((t for t in self.tiers if t.id == tier_id), None)
 
     def reward(self, reward_id: str) -> Reward | None:
         """The catalogue entry `reward_id`, if this version offers it."""

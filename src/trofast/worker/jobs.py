@@ -20,6 +20,7 @@ from trofast.programs import repository as program_reads
 from trofast.programs import service as programs
 from trofast.rewards import service as rewards
 from trofast.rules import engine
+from trofast.tiers import service as tiers
 
 CHUNK = 500
 #: A birthday missed while the worker was down is still granted within this many days.
@@ -36,6 +37,8 @@ class JobReport:
     expiry_warnings: int = field(default=0, compare=False)
     #: Unused vouchers past their end, marked expired.
     vouchers_expired: int = field(default=0, compare=False)
+    #: Members moved down (or into their grace days) by the tier period-end review.
+    tier_changes: int = field(default=0, compare=False)
 
 
 def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> JobReport:
@@ -52,7 +55,26 @@ def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None
     report.birthdays = grant_birthdays(db, clock, program_ids)
     report.expiry_warnings = warn_expiring(db, clock, program_ids)
     report.vouchers_expired = expire_vouchers(db, clock, program_ids)
+    report.tier_changes = review_tiers(db, clock, program_ids)
     return report
+
+
+def review_tiers(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
+    """The tier period-end review of every member whose period (and grace) ended, one
+    transaction per chunk of member ids; how many members changed tier or entered grace."""
+    now = clock.now()
+    changed = 0
+    for program_id in _all_programs(db) if program_ids is None else program_ids:
+        with db.read() as conn:  # the write lock only when some member is due
+            program = programs.current(conn, program_id)
+            if not tiers.any_due(conn, program, now):
+                continue
+        after: int | None = 0
+        while after is not None:
+            with db.write() as conn:
+                done, after = tiers.review(conn, program, now, after)
+            changed += len(done.changes)
+    return changed
 
 
 def expire_vouchers(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Tiers and status: qualification, upgrades at once, period-end downgrades, history."""
