@@ -787,7 +787,7 @@ def points_only(
 
 def _walk(
     program: CompiledProgram,
-    rules: tuple[_CompiledRule, ...],
+    rules: Sequence[_CompiledRule],
     facts: ActivityFacts,
     member: MemberSnapshot,
     result: Evaluation | None,
@@ -817,7 +817,7 @@ def _walk(
         # Rules about certain lines that none of the basket's lines are: they give nothing
         # and say nothing (see _CompiledRule.skippable), so they are left out at once.
         listed = run.basket.listed if run.basket is not None else {}
-        rules = tuple(c for c in rules if not c.skippable or c.index in listed)
+        rules = [c for c in rules if not c.skippable or c.index in listed]
     done_groups: set[str] = set()
     ctx = run.ctx
     for compiled in rules:
