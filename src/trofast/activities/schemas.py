@@ -130,7 +130,7 @@ class BalanceOut(BaseModel):
 
     @classmethod
     def of(cls, balance: Balance) -> BalanceOut:
-        return cls(available=balance.available, pending=balance.pending)
+        return cls.model_construct(available=balance.available, pending=balance.pending)
 
 
 class ActivityResult(BaseModel):

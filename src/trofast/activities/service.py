@@ -306,11 +306,15 @@ def _prepare(
         evaluation = engine.evaluate(program.spec, facts, snapshot(member), counters)
     credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points]
     expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
+    # model_construct: every value comes typed from the engine and the ledger, and
+    # validating them again costs more than the rules did.
     effects = [
-        EffectOut(rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at)
+        EffectOut.model_construct(
+            rule=e.rule, points=e.points, vests_at=e.vests_at, expires_at=e.expires_at
+        )
         for e in evaluation.points
-    ] + [EffectOut(rule=c.rule, cashback=c.amount) for c in evaluation.cashback]
-    result = ActivityResult(
+    ] + [EffectOut.model_construct(rule=c.rule, cashback=c.amount) for c in evaluation.cashback]
+    result = ActivityResult.model_construct(
         id=0,
         external_id=data.external_id,
         type=data.type,

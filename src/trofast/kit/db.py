@@ -11,11 +11,16 @@ Async endpoints hand their write transaction to `run_write()`, which queues it f
 set of writer threads, one per connection of the write pool (on SQLite exactly one, the
 single writer). Requests wait in that queue rather than as threads parked on the pool,
 whose wake-ups cost more CPU than the earn itself when many wait for one connection.
+On SQLite every `write()` also takes a first-come-first-served turn (`FairLock`) before
+it asks the pool: the writer thread would otherwise take the connection back before a
+thread it woke (a job, a plain `def` endpoint) could, and starve it under load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,8 +29,42 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 T = TypeVar("T")
+
+
+class FairLock:
+    """A lock handed to its waiters in the order they came (threading.Lock is not fair)."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._mutex = threading.Lock()
+        self._waiting: deque[threading.Lock] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        if turn.acquire(timeout=self._timeout):
+            return  # handed over by release()
+        with self._mutex:
+            if turn in self._waiting:  # still queued: give up, as the pool would
+                self._waiting.remove(turn)
+                raise PoolTimeout(f"no write turn within {self._timeout:g} s")
+        # release() handed it over just as the wait timed out: it is ours
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().release()  # stays held, by the next in line
+            else:
+                self._held = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +78,8 @@ class Database:
     write_threads: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, "trofast-writer"), compare=False, repr=False
     )
+    #: SQLite: turns at the single write connection, first come first served.
+    write_turns: FairLock | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -47,8 +88,17 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back on any exception."""
-        with self.writer.begin() as conn:
-            yield conn
+        turns = self.write_turns
+        if turns is None:
+            with self.writer.begin() as conn:
+                yield conn
+            return
+        turns.acquire()
+        try:
+            with self.writer.begin() as conn:
+                yield conn
+        finally:
+            turns.release()
 
     async def run_write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in a write transaction on a writer thread, awaited from the event loop."""
@@ -72,13 +122,16 @@ class Database:
         self.reader.dispose()
 
 
+_POOL_TIMEOUT = 60.0
+
+
 def connect(url: str, *, pool_size: int = 8) -> Database:
     """Open `url` (sqlite:///file.db or postgresql+psycopg://...)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         writer = _sqlite_engine(url, immediate=True, pool_size=1)
         reader = _sqlite_engine(url, immediate=False, pool_size=pool_size)
-        return Database(url, writer, reader)
+        return Database(url, writer, reader, write_turns=FairLock(_POOL_TIMEOUT))
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, future=True
     )
@@ -91,7 +144,7 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=0,
-        pool_timeout=60,
+        pool_timeout=_POOL_TIMEOUT,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
 
