@@ -330,6 +330,42 @@ def test_return_after_the_points_were_spent_under_allow(shop_for: Callable[..., 
     assert shop.audit() == []
 
 
+def test_return_after_the_points_were_spent_under_deduct(shop_for: Callable[..., Shop]) -> None:
+    """`deduct`: the return takes what is left of the purchase's own points; the rest is
+    withheld from the next earnings, and the member's other points stay spendable."""
+    shop = shop_for(negative_balance="deduct")
+    anna = shop.enrol()
+    shop.adjust(anna, 30, "earlier points", "a0")
+    shop.purchase(anna[0], "r1", 20_000)  # 20 points, a lot of their own
+    shop.spend(anna, 35, "o1")  # the 30 earlier points go first (never-expiring last)...
+    result = shop.ret("ret1", "r1")  # ...so 5 of r1's 20 are gone; 15 are left
+    assert (result.points, result.uncollected, result.withheld) == (-20, 0, 5)
+    balance = shop.balance(anna)
+    assert (figures(balance), balance["withheld"]) == ((0, 0, 0), 5)
+
+    shop.adjust(anna, 12, "more earlier points", "a1")  # also pays what is withheld
+    balance = shop.balance(anna)
+    assert (figures(balance), balance["withheld"]) == ((7, 0, 0), 0)
+    assert shop.audit() == []
+
+
+def test_deduct_leaves_the_members_other_points_alone(shop_for: Callable[..., Shop]) -> None:
+    shop = shop_for(negative_balance="deduct")
+    anna = shop.enrol()
+    shop.purchase(anna[0], "r1", 20_000)  # 20 points
+    shop.spend(anna, 20, "o1")
+    shop.adjust(anna, 50, "points from elsewhere", "a1")
+    result = shop.ret("ret1", "r1")
+    assert (result.points, result.withheld) == (-20, 20)
+    balance = shop.balance(anna)
+    assert (balance["available"], balance["withheld"]) == (50, 20)
+    shop.spend(anna, 50, "o2")  # still all spendable
+    shop.purchase(anna[0], "r2", 30_000)  # 30 points: 20 withheld, 10 to the member
+    balance = shop.balance(anna)
+    assert (balance["available"], balance["withheld"]) == (10, 0)
+    assert shop.audit() == []
+
+
 def test_debt_is_paid_when_pending_points_vest(shop_for: Callable[..., Shop]) -> None:
     shop = shop_for(negative_balance="allow", vesting_days=7)
     anna = shop.enrol()

@@ -111,6 +111,7 @@ class Member:
     account_id: int
     lots: list[Lot] = field(default_factory=list)
     debt: int = 0
+    withheld: int = 0  # owed under `deduct`: paid by the next points, not out of `available`
 
     def vested(self) -> list[Lot]:
         return sorted(
@@ -225,10 +226,12 @@ class LedgerMachine(RuleBasedStateMachine):
         return local.replace(year=year, month=month, day=day).astimezone(UTC)
 
     def collect_debt(self, member: Member, lot: Lot) -> None:
-        paid = min(member.debt, lot.remaining)
-        lot.remaining -= paid
-        lot.reversed += paid
-        member.debt -= paid
+        """Points that just became available pay a debt first, then withheld points."""
+        for owed in ("debt", "withheld"):
+            paid = min(getattr(member, owed), lot.remaining)
+            lot.remaining -= paid
+            lot.reversed += paid
+            setattr(member, owed, getattr(member, owed) - paid)
 
     def ingest(self, body: dict[str, Any]) -> ActivityResult:
         assert self.program is not None
@@ -356,7 +359,7 @@ class LedgerMachine(RuleBasedStateMachine):
         claim = max(0, p.points - p.claimed - points_for(p.amount - p.returned))
         p.claimed += claim
         m = self.members[p.member]
-        uncollected = 0
+        uncollected = withheld = 0
         if claim > 0:
             rest = claim
             own = p.lot
@@ -375,16 +378,24 @@ class LedgerMachine(RuleBasedStateMachine):
                 event("return of points that expired")
             p.written_off += written_off
             rest -= written_off
-            # 4. then other lots, soonest-expiring first
-            rest -= take([lot for lot in vested if lot is not own], rest, "reversed")
-            # 5. already spent: a debt, or uncollected
+            # 4. then other lots, soonest-expiring first (not under `deduct`)
+            if self.negative_balance != "deduct":
+                rest -= take([lot for lot in vested if lot is not own], rest, "reversed")
+            # 5. already spent: a debt, withheld, or uncollected
             if rest:
                 event(f"return after spending ({self.negative_balance})")
             if self.negative_balance == "allow":
                 m.debt += rest
+            elif self.negative_balance == "deduct":
+                m.withheld += rest
+                withheld = rest
             else:
                 uncollected = rest
-        assert (result.points, result.uncollected) == (-claim, uncollected)
+        assert (result.points, result.uncollected, result.withheld) == (
+            -claim,
+            uncollected,
+            withheld,
+        )
         if claim > 0:
             assert result.balance is not None
             self.check_balance(result.balance, m)
@@ -607,6 +618,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     "available": m.available(),
                     "pending": m.pending(),
                     "debt": m.debt,
+                    "withheld": m.withheld,
                     **{
                         f"expiring_{d}_days": sum(
                             lot.remaining
@@ -627,7 +639,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert audit(conn, self.pid) == []
 
 
-@pytest.mark.parametrize("negative_balance", ["forbid", "allow"])
+@pytest.mark.parametrize("negative_balance", ["forbid", "allow", "deduct"])
 def test_ledger_matches_the_model(
     db: Database, make_program: Callable[..., ProgramVersion], negative_balance: str
 ) -> None:

@@ -89,6 +89,7 @@ class EarningMember(NamedTuple):
     credits_pending: int
     debits_pending: int
     debt: int
+    withheld: int
 
 
 def _earning_member(by: Any) -> DriverStatement:
@@ -107,6 +108,7 @@ def _earning_member(by: Any) -> DriverStatement:
             accounts.c.credits_pending,
             accounts.c.debits_pending,
             accounts.c.debt,
+            accounts.c.withheld,
         )
         .join(
             accounts,

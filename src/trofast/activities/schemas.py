@@ -144,6 +144,9 @@ class ActivityResult(BaseModel):
     cashback: int = Field(0, description="Money credited to the wallet (negative: taken back)")
     uncollected: int = Field(0, description="Of the points to take back: already spent")
     written_off: int = Field(0, description="Of the points to take back: already expired")
+    withheld: int = Field(
+        0, description="Of the points to take back: withheld from future earnings (deduct)"
+    )
     effects: list[EffectOut] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="Why rules gave what they gave")
     balance: BalanceOut | None

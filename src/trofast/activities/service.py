@@ -450,7 +450,7 @@ def _bulk_earning(
         except Problem as problem:
             out[k] = problem
             continue
-        if member is not None and int(member.debt) > 0:
+        if member is not None and (int(member.debt) > 0 or int(member.withheld) > 0):
             raise _UseSinglePath()
         first_seen[item.external_id] = k
         accepted.append((k, facts_of(item, occurred_at), member))
@@ -700,10 +700,10 @@ def _take_back(
     own_lot_ids = [int(lot.id) for lot in own_lots]
     expired = sum(int(lot.expired) for lot in own_lots if lot.account_id == member.account_id)
     written_off_before = sum(int(r.result.get("written_off", 0)) for r in earlier)
-    allow_negative = program.spec.negative_balance == "allow"
+    policy = str(program.spec.negative_balance)
     effects: list[EffectOut] = []
     balance = result.balance
-    uncollected = written_off = 0
+    uncollected = written_off = withheld = 0
     if claim > 0:
         posted = ledger.post(
             conn,
@@ -714,7 +714,7 @@ def _take_back(
                 points=claim,
                 own_lot_ids=own_lot_ids,
                 idempotency_key=f"activity:{result.id}",
-                allow_negative=allow_negative,
+                policy=policy,
                 activity_id=result.id,
                 expired_allowance=max(0, expired - written_off_before),
             ),
@@ -722,7 +722,7 @@ def _take_back(
         assert posted is not None
         effects.append(EffectOut(rule="return", points=posted.points))
         balance, uncollected = BalanceOut.of(posted.balance), posted.uncollected
-        written_off = posted.written_off
+        written_off, withheld = posted.written_off, posted.withheld
     if claim_cash > 0:
         wallet = ledger.wallet_account(conn, program.program_id, int(member.id))
         cash = ledger.post(
@@ -734,7 +734,7 @@ def _take_back(
                 points=claim_cash,
                 own_lot_ids=own_lot_ids,
                 idempotency_key=f"activity:{result.id}:money",
-                allow_negative=allow_negative,
+                policy=policy,
                 activity_id=result.id,
                 unit=ledger.MONEY,
             ),
@@ -747,6 +747,7 @@ def _take_back(
             "cashback": -max(claim_cash, 0),
             "uncollected": uncollected,
             "written_off": written_off,
+            "withheld": withheld,
             "effects": effects,
             "balance": balance,
         }

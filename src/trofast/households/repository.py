@@ -96,6 +96,7 @@ def household_members(conn: Connection, program_id: int, household_id: int) -> l
             accounts.c.credits_pending,
             accounts.c.debits_pending,
             accounts.c.debt,
+            accounts.c.withheld,
         )
         .join(
             accounts,

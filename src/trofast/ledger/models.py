@@ -35,12 +35,16 @@ accounts = Table(
     Column("credits_pending", BigInteger, nullable=False, default=0),
     Column("debits_pending", BigInteger, nullable=False, default=0),
     Column("debt", BigInteger, nullable=False, default=0),
+    #: Points a return could not take back under the `deduct` policy: withheld from the
+    #: member's next earnings, without lowering what is available now.
+    Column("withheld", BigInteger, nullable=False, default=0),
     Column("debits_must_not_exceed_credits", Boolean, nullable=False),
     CheckConstraint(
         "credits_posted >= 0 AND debits_posted >= 0 AND credits_pending >= 0"
         " AND debits_pending >= 0 AND debt >= 0",
         name="counters_not_negative",
     ),
+    CheckConstraint("withheld >= 0", name="withheld_not_negative"),
     CheckConstraint(
         "NOT debits_must_not_exceed_credits OR debits_posted + debits_pending <= credits_posted",
         name="debits_within_credits",

@@ -14,6 +14,9 @@ class BalanceView(BaseModel):
     available: int = Field(description="Spendable now (after any debt)")
     pending: int = Field(description="Earned but not yet vested")
     debt: int = Field(description="Points owed after a return of already-spent points")
+    withheld: int = Field(
+        0, description="Points the next earnings pay back (negative_balance: deduct)"
+    )
     expiring_30_days: int
     expiring_60_days: int
     expiring_90_days: int

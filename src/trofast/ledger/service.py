@@ -83,7 +83,10 @@ class TakeBack:
     points: int
     own_lot_ids: Sequence[int]
     idempotency_key: str
-    allow_negative: bool
+    #: What cannot be taken back because it was spent: `forbid` leaves it uncollected,
+    #: `allow` makes it a debt (available goes negative), `deduct` withholds it from the
+    #: next earnings and takes nothing but the purchase's own points now.
+    policy: str
     activity_id: int | None = None
     reverses_id: int | None = None
     unit: str = POINTS
@@ -183,6 +186,8 @@ class Balance:
     available: int
     pending: int
     debt: int
+    #: Owed under the `deduct` policy: taken from future earnings, not from `available`.
+    withheld: int = 0
 
     @classmethod
     def of(cls, row: Any) -> Balance:
@@ -191,6 +196,7 @@ class Balance:
             available=spendable - int(row.debt),
             pending=int(row.credits_pending),
             debt=int(row.debt),
+            withheld=int(row.withheld),
         )
 
 
@@ -203,6 +209,7 @@ class Posted:
     balance: Balance
     uncollected: int = 0
     written_off: int = 0
+    withheld: int = 0
     lot_ids: list[int] = field(default_factory=list)
     replayed: bool = False
 
@@ -213,6 +220,7 @@ _COUNTERS = (
     accounts.c.credits_pending,
     accounts.c.debits_pending,
     accounts.c.debt,
+    accounts.c.withheld,
 )
 # Built once: a statement built per call costs more than the round trip it sends.
 _INSERT_HEADER = ledger_transactions.insert().returning(ledger_transactions.c.id)
@@ -232,12 +240,19 @@ _system_cache: dict[tuple[str, int], dict[tuple[str, str], int]] = {}
 
 
 def predict_earn(before: Balance, credits: Sequence[Credit], now: datetime) -> Balance:
-    """The balance an Earn of `credits` will leave (a debt is paid from posted points, which
-    leaves `available` as if there were none)."""
+    """The balance an Earn of `credits` will leave: posted points pay a debt first (which
+    leaves `available` as if there were none), then withheld points (which they never add
+    to `available`)."""
     pending = sum(c.points for c in credits if c.vests_at is not None and c.vests_at > now)
     posted = sum(c.points for c in credits) - pending
-    collected = min(before.debt, posted)
-    return Balance(before.available + posted, before.pending + pending, before.debt - collected)
+    paid_debt = min(before.debt, posted)
+    paid_withheld = min(before.withheld, posted - paid_debt)
+    return Balance(
+        before.available + posted - paid_withheld,
+        before.pending + pending,
+        before.debt - paid_debt,
+        before.withheld - paid_withheld,
+    )
 
 
 def open_program_accounts(conn: Connection, program_id: int) -> None:
@@ -285,7 +300,8 @@ def wallet_account(conn: Connection, program_id: int, member_id: int) -> int:
 def open_wallets(
     conn: Connection, program_id: int, member_ids: set[int]
 ) -> dict[int, tuple[int, int]]:
-    """Money wallets of several members, opened as needed: member id -> (account id, debt)."""
+    """Money wallets of several members, opened as needed: member id -> (account id, what
+    the member owes: debt plus withheld money, which only the per-earn path collects)."""
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
         dialect_insert(accounts).on_conflict_do_nothing(
@@ -294,7 +310,7 @@ def open_wallets(
         [_member_account(program_id, member_id, MONEY) for member_id in sorted(member_ids)],
     )
     rows = conn.execute(
-        select(accounts.c.member_id, accounts.c.id, accounts.c.debt)
+        select(accounts.c.member_id, accounts.c.id, accounts.c.debt + accounts.c.withheld)
         .where(
             accounts.c.member_id.in_(member_ids),
             accounts.c.kind == MEMBER,
@@ -303,7 +319,7 @@ def open_wallets(
         .order_by(accounts.c.id)
         .with_for_update()
     ).all()
-    return {int(r.member_id): (int(r.id), int(r.debt)) for r in rows}
+    return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
 
 def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
@@ -553,7 +569,11 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
     _insert_legs(conn, legs)
     conn.execute(
         update(accounts)
-        .where(accounts.c.id == bindparam("b_account"), accounts.c.debt == 0)
+        .where(
+            accounts.c.id == bindparam("b_account"),
+            accounts.c.debt == 0,
+            accounts.c.withheld == 0,
+        )
         .values(
             credits_posted=accounts.c.credits_posted + bindparam("b_posted"),
             credits_pending=accounts.c.credits_pending + bindparam("b_pending"),
@@ -627,7 +647,7 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
     after = conn.execute(
         _ADD_CREDITS, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
     ).one()
-    if after.debt > 0 and posted > 0:
+    if (after.debt > 0 or after.withheld > 0) and posted > 0:
         for lot_id, points, is_pending in new_lots:
             if not is_pending:
                 after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, points, after, op.unit)
@@ -644,8 +664,11 @@ def _collect_debt(
     counters: AnyRow,
     unit: str,
 ) -> AnyRow:
-    """Pay an outstanding debt (negative balance) from a lot that just became available."""
-    amount = min(int(counters.debt), lot_points)
+    """Pay what the member owes from a lot that just became available: a debt (negative
+    balance) first, then points withheld under the `deduct` policy."""
+    debt = min(int(counters.debt), lot_points)
+    withheld = min(int(counters.withheld), lot_points - debt)
+    amount = debt + withheld
     if amount <= 0:
         return counters
     issuance = system_account(conn, ctx.program_id, "issuance", unit)
@@ -655,8 +678,14 @@ def _collect_debt(
     )
     return conn.execute(
         update(accounts)
-        .where(accounts.c.id == account_id, accounts.c.debt >= amount)
-        .values(debits_posted=accounts.c.debits_posted + amount, debt=accounts.c.debt - amount)
+        .where(
+            accounts.c.id == account_id, accounts.c.debt >= debt, accounts.c.withheld >= withheld
+        )
+        .values(
+            debits_posted=accounts.c.debits_posted + amount,
+            debt=accounts.c.debt - debt,
+            withheld=accounts.c.withheld - withheld,
+        )
         .returning(*_COUNTERS)
     ).one()
 
@@ -861,7 +890,9 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
     left -= sum(amount for _, amount in own)
     written_off = min(left, op.expired_allowance)
     left -= written_off
-    others = allocate([lot for lot in spendable if lot.id not in own_ids], left)
+    others: list[tuple[int, int]] = []
+    if op.policy != "deduct":  # deduct leaves the member's other points alone
+        others = allocate([lot for lot in spendable if lot.id not in own_ids], left)
     left -= sum(amount for _, amount in others)
     taken = own + others
     _take_from_lots(conn, taken, "reversed")
@@ -870,8 +901,9 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         for lot_id, amount in taken
     ]
     posted_taken = sum(amount for _, amount in taken)
-    # 5. Whatever was already spent: a debt, or uncollected, per program policy.
-    debt = left if op.allow_negative else 0
+    # 5. Whatever was already spent: a debt, withheld, or uncollected, per program policy.
+    debt = left if op.policy == "allow" else 0
+    withheld = left if op.policy == "deduct" else 0
     if legs:
         _insert_legs(conn, legs)
     after = conn.execute(
@@ -881,6 +913,7 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
             credits_pending=accounts.c.credits_pending - pending_taken,
             debits_posted=accounts.c.debits_posted + posted_taken,
             debt=accounts.c.debt + debt,
+            withheld=accounts.c.withheld + withheld,
         )
         .returning(*_COUNTERS)
     ).one()
@@ -888,8 +921,9 @@ def _take_back(conn: Connection, ctx: Context, op: TakeBack) -> Posted:
         txn,
         -(pending_taken + posted_taken),
         Balance.of(after),
-        uncollected=left - debt,
+        uncollected=left - debt - withheld,
         written_off=written_off,
+        withheld=withheld,
     )
 
 
@@ -999,7 +1033,8 @@ def vest_many(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> int:
     """Vest due lots in a few multi-row statements (the vesting job); how many vested.
 
     Writes exactly what `post(Vest(lot))` writes for each; lots whose account carries a
-    debt, or that were fully returned before vesting, take the per-lot path.
+    debt or withheld points, or that were fully returned before vesting, take the per-lot
+    path.
     """
     if not lot_ids:
         return 0
@@ -1011,6 +1046,7 @@ def vest_many(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> int:
             lots.c.remaining,
             accounts.c.unit,
             accounts.c.debt,
+            accounts.c.withheld,
         )
         .join(accounts, accounts.c.id == lots.c.account_id)
         .where(
@@ -1022,7 +1058,7 @@ def vest_many(conn: Connection, ctx: Context, lot_ids: Sequence[int]) -> int:
         .order_by(lots.c.account_id, lots.c.id)
         .with_for_update()
     ).all()
-    simple = [r for r in rows if int(r.remaining) > 0 and int(r.debt) == 0]
+    simple = [r for r in rows if int(r.remaining) > 0 and int(r.debt) == 0 and int(r.withheld) == 0]
     singles = [int(r.id) for r in rows if r not in simple]
     done = sum(1 for lot_id in singles if _vest(conn, ctx, lot_id) is not None)
     if not simple:
@@ -1344,6 +1380,7 @@ def member_balance(conn: Connection, account_id: int, now: datetime) -> dict[str
         "available": balance.available,
         "pending": balance.pending,
         "debt": balance.debt,
+        "withheld": balance.withheld,
         "expiring_30_days": int(totals.expiring_30),
         "expiring_60_days": int(totals.expiring_60),
         "expiring_90_days": int(totals.expiring_90),

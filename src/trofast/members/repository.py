@@ -42,6 +42,7 @@ def _with_account() -> Any:
         accounts.c.credits_pending,
         accounts.c.debits_pending,
         accounts.c.debt,
+        accounts.c.withheld,
     ).join(
         accounts,
         (accounts.c.program_id == members.c.program_id)

@@ -43,12 +43,17 @@ class Strict(BaseModel):
 class NegativeBalance(StrEnum):
     """What a return does when the points it takes back were already spent.
 
-    `forbid`: take back what is there; the rest is recorded as uncollected.
-    `allow`: the member owes the rest; future points pay the debt first.
+    `forbid` (write off): take back what is there; the rest is recorded as uncollected.
+    `allow` (allow negative): take back what is there; the member owes the rest, the balance
+    goes negative and future points pay the debt first.
+    `deduct` (deduct from future earnings): take back only what is left of the purchase's
+    own points; the rest is withheld from the member's next earnings, while the points the
+    member has now stay spendable.
     """
 
     forbid = "forbid"
     allow = "allow"
+    deduct = "deduct"
 
 
 class TransferPolicy(Strict):
