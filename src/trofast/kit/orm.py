@@ -108,16 +108,21 @@ def insert_returning_ids(conn: Connection, table: Table, rows: list[dict[str, An
         )
     if len(ids) != count:
         raise InvariantBroken(f"{table.name}: {len(ids)} ids for {count} rows")
-    keys = list(rows[0])
-    converted = driver_values(conn.dialect, table, keys, rows)
-    if converted is None:  # a column type the driver path does not convert: SQLAlchemy's way
-        conn.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
-        return ids
-    columns, values = converted
-    for row, i in zip(values, ids, strict=True):
-        row["id"] = i
-    _bulk_insert(table, columns).executemany(conn, values)
+    insert_rows(conn, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
     return ids
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """`conn.execute(table.insert(), rows)` (all rows with the same keys), on the driver's
+    `executemany` with the values converted once by `driver_values`."""
+    if not rows:
+        return
+    converted = driver_values(conn.dialect, table, list(rows[0]), rows)
+    if converted is None:  # a column type the driver path does not convert: SQLAlchemy's way
+        conn.execute(table.insert(), rows)
+        return
+    columns, values = converted
+    _bulk_insert(table, columns).executemany(conn, values)
 
 
 _bulk_inserts: dict[tuple[str, tuple[str, ...]], DriverStatement] = {}
@@ -127,7 +132,7 @@ def _bulk_insert(table: Table, columns: tuple[str, ...]) -> DriverStatement:
     key = (table.name, columns)
     stmt = _bulk_inserts.get(key)
     if stmt is None:
-        stmt = _bulk_inserts[key] = DriverStatement(table.insert(), ("id", *columns))
+        stmt = _bulk_inserts[key] = DriverStatement(table.insert(), columns)
     return stmt
 
 
@@ -142,9 +147,9 @@ def driver_values(
     defaults: dict[str, Any] = {}
     for column in table.columns:
         name = column.name
-        if name == "id":
-            continue
         if name not in keys:
+            if name == "id":
+                continue
             default = column.default
             if default is None:
                 continue
@@ -160,7 +165,7 @@ def driver_values(
             convert.append((name, _date_text))
         elif not isinstance(kind, Integer | String | Boolean):
             return None
-    if any(k not in table.c or k == "id" for k in keys):
+    if any(k not in table.c for k in keys):
         return None
     columns = tuple(keys) + tuple(defaults)
     same = rows[0].keys()
