@@ -148,6 +148,8 @@ class ActivityResult(BaseModel):
         0, description="Of the points to take back: withheld from future earnings (deduct)"
     )
     effects: list[EffectOut] = Field(default_factory=list)
+    tier: str | None = Field(None, description="The member's tier the rules saw, if tiers exist")
+    new_tier: str | None = Field(None, description="The tier this activity lifted the member to")
     notes: list[str] = Field(default_factory=list, description="Why rules gave what they gave")
     balance: BalanceOut | None
     program_version: int

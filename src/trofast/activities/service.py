@@ -37,6 +37,7 @@ from trofast.members import service as members
 from trofast.programs.service import ProgramVersion, load_version
 from trofast.rewards import service as rewards
 from trofast.rules import engine
+from trofast.tiers import service as tiers
 
 #: How far a till's clock may run ahead of ours.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -175,7 +176,12 @@ def _earning(
             )
             counters = engine.Counters(mine, shared)
     before = None if member is None else ledger.Balance.of(member)
-    prepared = _prepare(program, ctx, data, facts, member, before, counters, body, digest)
+    tier = None
+    if member is not None and program.spec.tiers:
+        tier = tiers.tiers_of(conn, program.spec, program.program_id, [int(member.id)])[
+            int(member.id)
+        ]
+    prepared = _prepare(program, ctx, data, facts, member, tier, before, counters, body, digest)
     activity_id = repository.insert_new(conn, prepared.row)
     if activity_id is None:
         existing = repository.find(conn, program.program_id, data.external_id)
@@ -183,7 +189,13 @@ def _earning(
             raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
         return _replay(existing, digest)
     _post(conn, program, ctx, prepared, activity_id)
-    return prepared.result.model_copy(update={"id": activity_id})
+    result = prepared.result.model_copy(update={"id": activity_id})
+    if member is not None:
+        # The activity that crosses a threshold earns at the old tier; the next at the new.
+        moved = tiers.on_activity(conn, program, int(member.id), ctx.now, ctx.actor)
+        if moved is not None:
+            result = result.model_copy(update={"new_tier": moved.to_tier})
+    return result
 
 
 def _lock_member(
@@ -277,8 +289,8 @@ class _Prepared:
         )
 
 
-def snapshot(member: Any) -> engine.MemberSnapshot:
-    """What the rules may read about a member row."""
+def snapshot(member: Any, tier: str | None = None) -> engine.MemberSnapshot:
+    """What the rules may read about a member row (and the member's tier id)."""
     return engine.MemberSnapshot(
         id=int(member.id),
         status=str(member.status),
@@ -286,6 +298,7 @@ def snapshot(member: Any) -> engine.MemberSnapshot:
         enrolled_at=member.enrolled_at,
         channel=member.channel,
         tags=tuple(member.tags or ()),
+        tier=tier,
     )
 
 
@@ -295,6 +308,7 @@ def _prepare(
     data: PurchaseIn | EventIn,
     facts: engine.ActivityFacts,
     member: Any,
+    tier: str | None,
     before: ledger.Balance | None,
     counters: engine.Counters,
     body: dict[str, Any],
@@ -303,7 +317,7 @@ def _prepare(
     """Run the rules and predict the balance; pure apart from reading `member`."""
     evaluation = engine.Evaluation()
     if member is not None:
-        evaluation = engine.evaluate(program.spec, facts, snapshot(member), counters)
+        evaluation = engine.evaluate(program.spec, facts, snapshot(member, tier), counters)
     credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points]
     expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
     # model_construct: every value comes typed from the engine and the ledger, and
@@ -322,6 +336,7 @@ def _prepare(
         points=evaluation.total_points,
         cashback=sum(c.amount for c in evaluation.cashback),
         effects=effects,
+        tier=tier,
         notes=[f"{o.rule}: {o.note}" for o in evaluation.outcomes if o.note],
         balance=None if expected is None else BalanceOut.of(expected),
         program_version=program.version,
@@ -455,6 +470,8 @@ def _bulk_earning(
         first_seen[item.external_id] = k
         accepted.append((k, facts_of(item, occurred_at), member))
     counts, shared = _load_batch_counters(conn, program, ctx, accepted)
+    member_ids = sorted({int(m.id) for _, _, m in accepted if m is not None})
+    tier_of = tiers.tiers_of(conn, program.spec, program.program_id, member_ids)
     running: dict[int, ledger.Balance] = {}
     prepared: list[tuple[int, _Prepared]] = []
     deltas: dict[tuple[int, str], list[int]] = {}
@@ -470,6 +487,7 @@ def _bulk_earning(
             items[k],
             facts,
             member,
+            None if member is None else tier_of.get(int(member.id)),
             before,
             counters or engine.NO_COUNTERS,
             bodies[k],
@@ -500,8 +518,12 @@ def _bulk_earning(
             raise InvariantBroken(
                 f"account {account_id}: {balance} != {running[accounts[account_id]]}"
             )
+    moved = _move_tiers(conn, program, ctx, [ready.member for _, ready in prepared])
     for (k, ready), activity_id in zip(prepared, ids, strict=True):
-        out[k] = ready.result.model_copy(update={"id": activity_id})
+        update: dict[str, Any] = {"id": activity_id}
+        if ready.member is not None and int(ready.member.id) in moved:
+            update["new_tier"] = moved[int(ready.member.id)]
+        out[k] = ready.result.model_copy(update=update)
     for k, first in copies:
         original = out[first]
         assert isinstance(original, ActivityResult)
@@ -510,6 +532,26 @@ def _bulk_earning(
     if len(done) != len(items):
         raise InvariantBroken("a batch item was left unanswered")
     return done
+
+
+def _move_tiers(
+    conn: Connection, program: ProgramVersion, ctx: ledger.Context, earners: list[Any]
+) -> dict[int, str]:
+    """Upgrade the batch's members whose activities reached a higher tier: member id -> new
+    tier. A member with several activities in the batch who moved would have earned the
+    later ones at the new tier one by one: then the run takes the single path (this
+    savepoint rolls back)."""
+    moved: dict[int, str] = {}
+    if len(program.spec.tiers) < 2:
+        return moved
+    seen = Counter(int(member.id) for member in earners if member is not None)
+    for member_id, count in seen.items():
+        change = tiers.on_activity(conn, program, member_id, ctx.now, ctx.actor)
+        if change is not None:
+            if count > 1:
+                raise _UseSinglePath()
+            moved[member_id] = change.to_tier
+    return moved
 
 
 def _load_batch_counters(
@@ -689,8 +731,11 @@ def _take_back(
     kept = engine.Evaluation()
     if left > 0:  # nothing left of the purchase keeps nothing, not even fixed bonuses
         rest = _remaining(original, returned, left)
-        # Priced as the member was when earning: a suspension since changes nothing here.
-        as_earned = dataclasses.replace(snapshot(member), status="active")
+        # Priced as the member was when earning (tier included): a suspension or a tier
+        # change since changes nothing here.
+        as_earned = dataclasses.replace(
+            snapshot(member, original.result.get("tier")), status="active"
+        )
         kept = engine.evaluate(earned_under.spec, rest, as_earned, counters=None)
     claim = int(original.points) + sum(int(r.points) for r in earlier) - kept.total_points
     earned_cash = int(original.result.get("cashback", 0))

@@ -107,8 +107,10 @@ class PerkOut(BaseModel):
 
 class PerksOut(BaseModel):
     member_id: int
-    free_shipping: bool
-    perks: list[PerkOut]
+    free_shipping: bool = Field(description="From a voucher or from the member's tier")
+    tier: str | None = Field(None, description="The member's tier, if the program has tiers")
+    tier_perks: list[str] = Field(default_factory=list, description="Perks of that tier")
+    perks: list[PerkOut] = Field(description="Perks from the member's vouchers")
 
 
 class CodesIn(_In):

@@ -34,6 +34,7 @@ from trofast.rewards.schemas import (
     RewardView,
     VoucherOut,
 )
+from trofast.tiers import service as tiers
 
 #: Voucher codes: 3 groups of 4 from an alphabet without look-alikes (about 62 bits).
 _ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -61,8 +62,9 @@ def catalogue(
     """The rewards on offer now; with a member, whether each is eligible and affordable."""
     issued = repository.issued_counts(conn, program.program_id)
     available = None if member is None else ledger.Balance.of(member).available
+    tier = None if member is None else _tier(conn, program, int(member.id))
     return [
-        _view(program, reward, issued.get(reward.id, 0), locale, member, available)
+        _view(program, reward, issued.get(reward.id, 0), locale, member, tier, available)
         for reward in program.spec.rewards
         if reward.on_offer(now)
     ]
@@ -73,7 +75,7 @@ def reward_view(
 ) -> RewardView:
     reward = _reward(program, reward_id)
     issued = repository.issued_counts(conn, program.program_id).get(reward.id, 0)
-    return _view(program, reward, issued, locale, None, None)
+    return _view(program, reward, issued, locale, None, None, None)
 
 
 def _view(
@@ -82,6 +84,7 @@ def _view(
     issued: int,
     locale: str | None,
     member: AnyRow | None,
+    tier: str | None,
     available: int | None,
 ) -> RewardView:
     fallback = program.spec.locales[0]
@@ -97,7 +100,7 @@ def _view(
         stock_left=None if reward.stock is None else max(reward.stock - issued, 0),
         available_from=reward.available_from,
         available_until=reward.available_until,
-        eligible=None if member is None else _eligible(reward, member),
+        eligible=None if member is None else _eligible(reward, member, tier),
         affordable=None if available is None else available >= reward.cost,
         details=reward.model_dump(mode="json", exclude=set(COMMON_FIELDS)),
     )
@@ -110,12 +113,16 @@ def _reward(program: ProgramVersion, reward_id: str) -> Reward:
     return reward
 
 
-def _eligible(reward: Reward, member: AnyRow) -> bool:
+def _tier(conn: Connection, program: ProgramVersion, member_id: int) -> str | None:
+    return tiers.tiers_of(conn, program.spec, program.program_id, [member_id]).get(member_id)
+
+
+def _eligible(reward: Reward, member: AnyRow, tier: str | None) -> bool:
+    """Members with any of the reward's tags (segments) and in any of its tiers."""
     tags = set(member.tags or [])
     if reward.eligible.tags and not tags & set(reward.eligible.tags):
         return False
-    # Tiers arrive with the tiers module; until then a tier-only reward has no eligible member.
-    return not reward.eligible.tiers
+    return not reward.eligible.tiers or tier in reward.eligible.tiers
 
 
 # -- redeeming and granting -------------------------------------------------------------------
@@ -140,7 +147,8 @@ def redeem(
         raise conflict("reward_not_redeemable", f"{reward_id!r} is only granted, not redeemed.")
     if channel is not None and channel not in reward.channels:
         raise invalid("wrong_channel", f"{reward_id!r} cannot be redeemed {channel.value}.")
-    if not _eligible(reward, member):
+    tier = _tier(conn, program, int(member.id)) if reward.eligible.tiers else None
+    if not _eligible(reward, member, tier):
         raise Problem(403, "not_eligible", f"This member may not redeem {reward_id!r}.")
     return _issue(conn, program, member, reward, reference, now, actor, paid=True)
 
@@ -528,7 +536,7 @@ def expire_vouchers(conn: Connection, program_id: int, now: datetime) -> int:
 
 def perks(conn: Connection, program: ProgramVersion, member_id: int, now: datetime) -> PerksOut:
     """The flags a shop or support system checks: free shipping, early access, VIP perks,
-    event places, from the member's valid, unused vouchers."""
+    event places, from the member's valid, unused vouchers and from the member's tier."""
     value_of = {"early_access": "access", "service_perk": "perk", "event": "event"}
     items = [
         PerkOut(
@@ -541,9 +549,15 @@ def perks(conn: Connection, program: ProgramVersion, member_id: int, now: dateti
         for row in repository.open_vouchers(conn, program.program_id, member_id, now)
         if row.type in ("free_shipping", "early_access", "service_perk", "event")
     ]
+    tier_id = _tier(conn, program, member_id)
+    tier = None if tier_id is None else program.spec.tier(tier_id)
+    tier_perks = [] if tier is None else list(tier.perks)
     return PerksOut(
         member_id=member_id,
-        free_shipping=any(p.type == "free_shipping" for p in items),
+        free_shipping=any(p.type == "free_shipping" for p in items)
+        or "free_shipping" in tier_perks,
+        tier=tier_id,
+        tier_perks=tier_perks,
         perks=items,
     )
 
