@@ -395,6 +395,17 @@ def measure_evaluate(seconds: float, lines: int) -> dict[str, Any]:
 
         return one, lambda: total[0]
 
+    def replayer(spec: ProgramSpec) -> Callable[[Any], Any]:
+        """engine.points_only, as analytics.simulate runs it: the same points, no effects."""
+        program = engine.compile_program(spec)
+        counts: dict[int, dict[str, tuple[int, int]]] = {m.id: {} for m in members}
+        shared: dict[str, int] = {}
+
+        def one(pair: tuple[engine.ActivityFacts, engine.MemberSnapshot]) -> None:
+            engine.points_only(program, pair[0], pair[1], counts[pair[1].id], shared)
+
+        return one
+
     specs = {
         "1 rule": ProgramSpec.model_validate(PROGRAM_1),
         "simple": ProgramSpec.model_validate(PROGRAM_SIMPLE),
@@ -412,6 +423,8 @@ def measure_evaluate(seconds: float, lines: int) -> dict[str, Any]:
         "evaluate_1_rule": (evaluator(specs["1 rule"])[0], facts),
         "evaluate_simple": (evaluator(specs["simple"])[0], facts),
         "evaluate_50_rules": (evaluator(specs["50 rules"])[0], facts),
+        "points_only_simple": (replayer(specs["simple"]), facts),
+        "points_only_50_rules": (replayer(specs["50 rules"]), facts),
     }
     rates = _in_turns(arms, seconds)
     eval_1, eval_50 = rates["evaluate_1_rule"], rates["evaluate_50_rules"]
@@ -802,6 +815,8 @@ def print_evaluate(result: dict[str, Any]) -> None:
         ("evaluate_1_rule", "evaluate, 1 rule"),
         ("evaluate_simple", "evaluate, simple program (3 rules)"),
         ("evaluate_50_rules", "evaluate, 50 rules"),
+        ("points_only_simple", "points_only (replays), simple program"),
+        ("points_only_50_rules", "points_only (replays), 50 rules"),
     ):
         row = result[key]
         print(
