@@ -122,6 +122,10 @@ class EffectOut(BaseModel):
     cashback: int = 0
     vests_at: datetime | None = None
     expires_at: datetime | None = None
+    reward: str | None = Field(None, description="A reward the rule granted")
+    voucher: str | None = Field(
+        None, description="The granted voucher's code; null when none was left to give"
+    )
 
 
 class BalanceOut(BaseModel):

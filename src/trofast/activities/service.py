@@ -190,12 +190,42 @@ def _earning(
         return _replay(existing, digest)
     _post(conn, program, ctx, prepared, activity_id)
     result = prepared.result.model_copy(update={"id": activity_id})
+    if prepared.evaluation.rewards and member is not None:
+        result = _grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
+        repository.set_outcome(conn, activity_id, result.points, _stored(result))
     if member is not None:
         # The activity that crosses a threshold earns at the old tier; the next at the new.
         moved = tiers.on_activity(conn, program, int(member.id), ctx.now, ctx.actor)
         if moved is not None:
             result = result.model_copy(update={"new_tier": moved.to_tier})
     return result
+
+
+def _grant_rewards(
+    conn: Connection,
+    program: ProgramVersion,
+    ctx: ledger.Context,
+    member: Any,
+    activity_id: int,
+    prepared: _Prepared,
+    result: ActivityResult,
+) -> ActivityResult:
+    """Issue the vouchers the rules granted. One that cannot be given (sold out, limit
+    reached, the gift-card pool empty) is left out with a note: the activity still counts."""
+    effects, notes = list(result.effects), list(result.notes)
+    for n, grant in enumerate(prepared.evaluation.rewards):
+        reference = f"activity:{activity_id}:{grant.rule}:{n}"
+        try:
+            with conn.begin_nested():
+                voucher = rewards.grant(
+                    conn, program, member, grant.reward, reference, ctx.now, ctx.actor
+                )
+            code: str | None = voucher.code
+        except Problem as problem:
+            code = None
+            notes.append(f"{grant.rule}: {grant.reward} not granted ({problem.code})")
+        effects.append(EffectOut(rule=grant.rule, reward=grant.reward, voucher=code))
+    return result.model_copy(update={"effects": effects, "notes": notes})
 
 
 def _lock_member(
@@ -366,7 +396,7 @@ def _prepare(
 
 
 class _UseSinglePath(Exception):
-    """A batch run the bulk path does not handle (debt, limits, stamps, cashback)."""
+    """A batch run the bulk path does not handle (debt, reward grants, a tier change)."""
 
 
 def ingest_many(
@@ -493,6 +523,8 @@ def _bulk_earning(
             bodies[k],
             digests[k],
         )
+        if ready.evaluation.rewards:
+            raise _UseSinglePath()  # vouchers are issued one activity at a time
         if member is not None and ready.expected is not None:
             running[int(member.id)] = ready.expected
             engine.apply_counters(counts[int(member.id)], shared, ready.evaluation.counters)

@@ -22,6 +22,7 @@ from trofast.rules.document import (
     EarnRate,
     Expiry,
     ExpiryNever,
+    GrantReward,
     Multiplier,
     Rule,
     Stamp,
@@ -142,7 +143,7 @@ class ProgramSpec(Strict):
                 for target in effect.of:
                     if target not in order:
                         raise ValueError(f"{where}.effect.of: no rule {target!r}")
-                    if isinstance(by_id[target].effect, Cashback | Stamp):
+                    if isinstance(by_id[target].effect, Cashback | Stamp | GrantReward):
                         raise ValueError(
                             f"{where}.effect.of: {target!r} gives no points to multiply"
                         )
@@ -159,8 +160,13 @@ class ProgramSpec(Strict):
                         )
             if isinstance(effect, Stamp) and effect.card not in cards:
                 raise ValueError(f"{where}.effect.card: no stamp card {effect.card!r}")
+            if isinstance(effect, GrantReward) and self.reward(effect.reward) is None:
+                raise ValueError(f"{where}.effect.reward: no reward {effect.reward!r}")
             if rule.active_from and rule.active_until and rule.active_from > rule.active_until:
                 raise ValueError(f"{where}: active_from is after active_until")
+        for index, card in enumerate(self.stamp_cards):
+            if card.reward is not None and self.reward(card.reward) is None:
+                raise ValueError(f"stamp_cards.{index}.reward: no reward {card.reward!r}")
         for index, reward in enumerate(self.rewards):
             start, end = reward.available_from, reward.available_until
             if start and end and start >= end:
@@ -169,6 +175,9 @@ class ProgramSpec(Strict):
                 raise ValueError(f"rewards.{index}.channels: name at least one channel")
         check_tiers(self.tiers, self.tier_qualification, events)
         tier_ids = {tier.id for tier in self.tiers}
+        for index, card in enumerate(self.stamp_cards):
+            if card.reward is not None and self.reward(card.reward) is None:
+                raise ValueError(f"stamp_cards.{index}.reward: no reward {card.reward!r}")
         for index, reward in enumerate(self.rewards):
             for n, tier_id in enumerate(reward.eligible.tiers):
                 if self.tiers and tier_id not in tier_ids:

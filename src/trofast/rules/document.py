@@ -190,8 +190,15 @@ class Stamp(Strict):
     per: Literal["unit", "activity"] = "unit"
 
 
+class GrantReward(Strict):
+    """Give the member a voucher for `reward` (a catalogue id) for free."""
+
+    kind: Literal["reward"]
+    reward: str = Field(pattern=RULE_ID)
+
+
 Effect = Annotated[
-    PerAmount | Fixed | PerUnit | Multiplier | FromAttribute | Cashback | Stamp,
+    PerAmount | Fixed | PerUnit | Multiplier | FromAttribute | Cashback | Stamp | GrantReward,
     Field(discriminator="kind"),
 ]
 
@@ -273,9 +280,17 @@ class Rule(Strict):
 
 
 class StampCard(Strict):
-    """After `stamps` stamps the member gets `reward_points`, and the card starts again."""
+    """After `stamps` stamps the member gets `reward_points`, or a voucher for `reward` (a
+    catalogue id), and the card starts again."""
 
     id: str = Field(pattern=RULE_ID)
     name: str = Field(min_length=1, max_length=100)
     stamps: int = Field(gt=0, le=1000)
-    reward_points: int = Field(gt=0, le=10**9)
+    reward_points: int = Field(0, ge=0, le=10**9)
+    reward: str | None = Field(None, pattern=RULE_ID)
+
+    @model_validator(mode="after")
+    def _gives_something(self) -> StampCard:
+        if (self.reward_points > 0) == (self.reward is not None):
+            raise ValueError("a stamp card gives either reward_points or a reward")
+        return self

@@ -133,6 +133,13 @@ class CashbackEffect(NamedTuple):
     rule: str
 
 
+class RewardGrant(NamedTuple):
+    """Give the member a voucher for `reward` (a catalogue id), attributed to `rule`."""
+
+    reward: str
+    rule: str
+
+
 class CounterDelta(NamedTuple):
     """Add `points` and `times` to a counter (`member` False: program-wide)."""
 
@@ -154,6 +161,7 @@ class RuleOutcome(NamedTuple):
 class Evaluation:
     points: list[PointsEffect] = field(default_factory=list)
     cashback: list[CashbackEffect] = field(default_factory=list)
+    rewards: list[RewardGrant] = field(default_factory=list)
     counters: list[CounterDelta] = field(default_factory=list)
     outcomes: list[RuleOutcome] = field(default_factory=list)
 
@@ -911,6 +919,15 @@ def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
         if not dry and counting and note:
             _count(run, compiled, 0)
         return value, note
+    if effect.kind == "reward":  # gives no points: a voucher, limited by `times`
+        if counting and _times_used_up(compiled, run):
+            return 0, "no more of this reward this period"
+        if not dry:
+            if run.result is not None:
+                run.result.rewards.append(RewardGrant(effect.reward, rule.id))
+            if counting and compiled.counted:
+                _count(run, compiled, 0)
+        return 0, f"grants reward {effect.reward}"
     raw = _raw_value(run, compiled, effect, chosen, amount, units)
     if raw <= 0:
         return 0, ""
@@ -1050,6 +1067,10 @@ def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple
     if result is not None:
         result.counters.append(CounterDelta(key, left - have, 0))
     note = f"{stamps} stamp(s) on {card.id}: {left}/{card.stamps}"
+    if filled and card.reward is not None:
+        if result is not None:
+            result.rewards.extend([RewardGrant(card.reward, f"{rule.id}:{card.id}")] * filled)
+        return 0, note + f", {filled} card(s) completed: {card.reward}"
     if filled:
         reward = filled * card.reward_points
         if result is None:
