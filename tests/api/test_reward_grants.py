@@ -119,3 +119,17 @@ def test_granting_an_unknown_reward_is_refused_with_its_path() -> None:
         validate_data(document)
     paths = [path for path, _ in caught.value.errors]
     assert "rules.2.effect.reward" in paths or "stamp_cards.0.reward" in paths
+
+
+def test_a_batch_grants_what_one_by_one_grants(
+    client: TestClient, pos: Headers, enrol: Callable[..., Json]
+) -> None:
+    member = enrol(pos)
+    batch = [purchase(n, member) for n in range(1, 5)]
+    r = client.post("/v1/activities/batch", headers=pos, json={"activities": batch})
+    assert r.status_code == 200, r.text
+    results = [item["result"] for item in r.json()["items"]]
+    granted = [[e["reward"] for e in res["effects"] if e["reward"]] for res in results]
+    assert granted == [[], [], ["sample"], []]
+    vouchers = client.get(f"/v1/members/{member['id']}/vouchers", headers=pos).json()["items"]
+    assert [v["code"] for v in vouchers] == [results[2]["effects"][-1]["voucher"]]

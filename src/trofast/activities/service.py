@@ -396,7 +396,7 @@ def _prepare(
 
 
 class _UseSinglePath(Exception):
-    """A batch run the bulk path does not handle (debt, reward grants, a tier change)."""
+    """A batch run the bulk path does not handle (debt, a tier change mid-batch)."""
 
 
 def ingest_many(
@@ -523,8 +523,6 @@ def _bulk_earning(
             bodies[k],
             digests[k],
         )
-        if ready.evaluation.rewards:
-            raise _UseSinglePath()  # vouchers are issued one activity at a time
         if member is not None and ready.expected is not None:
             running[int(member.id)] = ready.expected
             engine.apply_counters(counts[int(member.id)], shared, ready.evaluation.counters)
@@ -555,7 +553,12 @@ def _bulk_earning(
         update: dict[str, Any] = {"id": activity_id}
         if ready.member is not None and int(ready.member.id) in moved:
             update["new_tier"] = moved[int(ready.member.id)]
-        out[k] = ready.result.model_copy(update=update)
+        result = ready.result.model_copy(update=update)
+        if ready.evaluation.rewards and ready.member is not None:
+            # A granted voucher moves no points, so it changes nothing the batch computed.
+            result = _grant_rewards(conn, program, ctx, ready.member, activity_id, ready, result)
+            repository.set_outcome(conn, activity_id, result.points, _stored(result))
+        out[k] = result
     for k, first in copies:
         original = out[first]
         assert isinstance(original, ActivityResult)
