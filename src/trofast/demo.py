@@ -95,6 +95,10 @@ rules:
     name: Var tionde kaffe bjuder vi på
     lines: {categories: [coffee]}
     effect: {kind: stamp, card: kaffekort}
+  - id: bean-card
+    name: Smakprov efter fem bönköp
+    lines: {categories: [beans]}
+    effect: {kind: stamp, card: bonkort, per: activity}
   - id: welcome
     name: Välkomstbonus
     on: signup
@@ -110,6 +114,10 @@ stamp_cards:
     name: Kaffekort
     stamps: 10
     reward_points: 40 # a free coffee is worth about 40 bönor
+  - id: bonkort
+    name: Bönkort
+    stamps: 5
+    reward: smakprov # 1. a free sample after five purchases of beans
 # The rewards catalogue: the ten kinds of reward of seed 004, spent with bönor (or given).
 rewards:
   - id: bryggkaffe
@@ -141,7 +149,7 @@ rewards:
     scope: {categories: [coffee, tea, bakery]}
     valid_days: 60
     channels: [store]
-  - id: smakprov # 1. a free sample: granted (cost 0), e.g. after five purchases
+  - id: smakprov # 1. a free sample: granted (cost 0) by the bönkort stamp card
     type: free_product
     name: {sv: Smakprov av månadens bönor, en: A sample of the month's beans}
     cost: 0
