@@ -21,6 +21,7 @@ from trofast.kit.db import Database
 from trofast.kit.errors import Problem
 from trofast.ledger.endpoints import router as ledger_router
 from trofast.members.endpoints import router as members_router
+from trofast.memberships.endpoints import router as memberships_router
 from trofast.notify.endpoints import router as notify_router
 from trofast.programs.endpoints import router as programs_router
 from trofast.rewards.endpoints import router as rewards_router
@@ -61,6 +62,7 @@ def create_app(
         activities_router,
         rewards_router,
         tiers_router,
+        memberships_router,
         notify_router,
         households_router,
     ):

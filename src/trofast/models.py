@@ -7,6 +7,7 @@ from trofast.kit.idempotency import idempotency_keys
 from trofast.kit.orm import metadata
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 from trofast.members.models import members
+from trofast.memberships.models import membership_history, memberships
 from trofast.notify.models import outbox
 from trofast.programs.models import program_versions, programs
 from trofast.rewards.models import gift_codes, reward_stock, vouchers
@@ -24,6 +25,8 @@ __all__ = [
     "lots",
     "member_tiers",
     "members",
+    "membership_history",
+    "memberships",
     "metadata",
     "outbox",
     "program_versions",

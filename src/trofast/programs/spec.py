@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trofast.memberships.document import MembershipPlans, check_plans
 from trofast.rewards.document import PayWithPoints, Reward
 from trofast.rules.document import (
     BUILT_IN_EVENTS,
@@ -107,6 +108,9 @@ class ProgramSpec(Strict):
     pay_with_points: PayWithPoints = PayWithPoints()
     tiers: Tiers = Field(default_factory=list, description="Ordered; the first is the entry tier")
     tier_qualification: TierQualification = TierQualification()
+    membership_plans: MembershipPlans = Field(
+        default_factory=list, description="Paid memberships (docs/memberships.md)"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> ProgramSpec:
@@ -182,6 +186,7 @@ class ProgramSpec(Strict):
             for n, tier_id in enumerate(reward.eligible.tiers):
                 if self.tiers and tier_id not in tier_ids:
                     raise ValueError(f"rewards.{index}.eligible.tiers.{n}: no tier {tier_id!r}")
+        check_plans(self.membership_plans, {reward.id for reward in self.rewards})
         return self
 
     def tier(self, tier_id: str | None) -> Tier | None:

@@ -25,6 +25,7 @@ BUILT_IN_EVENTS = (
     "referral_completed",
     "survey_answered",
     "birthday",
+    *("membership_payment", "membership_cancelled", "payment_failed"),  # docs/memberships.md
 )
 
 

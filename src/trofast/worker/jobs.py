@@ -14,6 +14,7 @@ from trofast.kit.db import Database
 from trofast.ledger import repository as ledger_reads
 from trofast.ledger import service as ledger
 from trofast.members import repository as member_reads
+from trofast.memberships import service as memberships
 from trofast.notify import expiry
 from trofast.notify.outbox import raise_event
 from trofast.programs import repository as program_reads
@@ -39,6 +40,8 @@ class JobReport:
     vouchers_expired: int = field(default=0, compare=False)
     #: Members moved down (or into their grace days) by the tier period-end review.
     tier_changes: int = field(default=0, compare=False)
+    #: Paid memberships that ended (paid period and grace over, or cancelled) and lapsed.
+    memberships_lapsed: int = field(default=0, compare=False)
 
 
 def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> JobReport:
@@ -56,7 +59,26 @@ def run_due(db: Database, clock: Clock, program_ids: Sequence[int] | None = None
     report.expiry_warnings = warn_expiring(db, clock, program_ids)
     report.vouchers_expired = expire_vouchers(db, clock, program_ids)
     report.tier_changes = review_tiers(db, clock, program_ids)
+    report.memberships_lapsed = lapse_memberships(db, clock, program_ids)
     return report
+
+
+def lapse_memberships(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
+    """Record the lapse of every paid membership whose paid period and grace (or, once
+    cancelled, paid period) ended, one transaction per chunk; how many lapsed."""
+    now = clock.now()
+    lapsed = 0
+    for program_id in _all_programs(db) if program_ids is None else program_ids:
+        with db.read() as conn:  # the write lock only when some membership is due
+            if not memberships.any_due(conn, program_id, now):
+                continue
+        while True:
+            with db.write() as conn:
+                done = len(memberships.lapse_due(conn, program_id, now))
+            lapsed += done
+            if done < memberships.LAPSE_CHUNK:
+                break
+    return lapsed
 
 
 def review_tiers(db: Database, clock: Clock, program_ids: Sequence[int] | None = None) -> int:
