@@ -54,8 +54,8 @@ def local(*args: int) -> datetime:
 
 
 class Club:
-    """A member's payment provider: its events are ingested as activities and then applied
-    by `memberships.on_event` in the same transaction, at the clock's time."""
+    """A member's payment provider: its events are ingested as activities, which apply them
+    (`memberships.on_event`) in the same transaction, at the clock's time."""
 
     def __init__(self, db: Database, clock: FixedClock, program: ProgramVersion) -> None:
         self.db, self.clock, self.program = db, clock, program
@@ -82,10 +82,7 @@ class Club:
             attributes=attributes,
         )
         with self.db.write() as conn:
-            activities.ingest(conn, self.program, data, now, "psp")
-            return memberships.on_event(
-                conn, self.program, member_id, event_type, data.attributes, now, now, "psp"
-            )
+            return activities.ingest(conn, self.program, data, now, "psp").membership
 
     def pay(self, member_id: int, reference: str, plan: str = "plus", **extra: Any) -> Any:
         return self.send(member_id, "membership_payment", plan=plan, reference=reference, **extra)
@@ -399,11 +396,14 @@ def test_other_events_and_programs_without_plans(
     m = club.enrol()
     assert club.send(m, "store_visit", plan="plus", reference="r") is None
     assert club.status(m) is Status.none
+    # A program without plans takes the provider's events as plain events: no membership,
+    # but card numbers are refused there too.
     plain = Club(db, clock, make_program())
     other = plain.enrol()
+    assert plain.pay(other, "r-1") is None
     with pytest.raises(Problem) as caught:
-        plain.pay(other, "r-1")
-    assert (caught.value.status, caught.value.code) == (409, "memberships_not_enabled")
+        plain.pay(other, "r-2", card="4111 1111 1111 1111")
+    assert (caught.value.status, caught.value.code) == (422, "card_data_refused")
     with db.read() as conn:
         assert (
             memberships.plans_of(

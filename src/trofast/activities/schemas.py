@@ -128,6 +128,14 @@ class EffectOut(BaseModel):
     )
 
 
+class MembershipChangeOut(BaseModel):
+    """What a payment provider's event did to the member's paid membership."""
+
+    kind: str = Field(description="started, renewed, payment_failed, cancelled, ...")
+    plan: str
+    paid_until: datetime | None
+
+
 class BalanceOut(BaseModel):
     available: int
     pending: int
@@ -154,6 +162,9 @@ class ActivityResult(BaseModel):
     effects: list[EffectOut] = Field(default_factory=list)
     tier: str | None = Field(None, description="The member's tier the rules saw, if tiers exist")
     new_tier: str | None = Field(None, description="The tier this activity lifted the member to")
+    membership: MembershipChangeOut | None = Field(
+        None, description="What a membership event changed (none: nothing, e.g. a repeat)"
+    )
     notes: list[str] = Field(default_factory=list, description="Why rules gave what they gave")
     balance: BalanceOut | None
     program_version: int

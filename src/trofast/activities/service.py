@@ -26,6 +26,7 @@ from trofast.activities.schemas import (
     BalanceOut,
     EffectOut,
     EventIn,
+    MembershipChangeOut,
     PurchaseIn,
     ReturnIn,
 )
@@ -34,6 +35,7 @@ from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import service as members
+from trofast.memberships import service as memberships
 from trofast.programs.service import ProgramVersion, load_version
 from trofast.rewards import service as rewards
 from trofast.rules import engine
@@ -176,12 +178,10 @@ def _earning(
             )
             counters = engine.Counters(mine, shared)
     before = None if member is None else ledger.Balance.of(member)
-    tier = None
-    if member is not None and program.spec.tiers:
-        tier = tiers.tiers_of(conn, program.spec, program.program_id, [int(member.id)])[
-            int(member.id)
-        ]
-    prepared = _prepare(program, ctx, data, facts, member, tier, before, counters, body, digest)
+    standing = _Standing()
+    if member is not None:
+        standing = _standings(conn, program, [int(member.id)], ctx.now)[int(member.id)]
+    prepared = _prepare(program, ctx, data, facts, member, standing, before, counters, body, digest)
     activity_id = repository.insert_new(conn, prepared.row)
     if activity_id is None:
         existing = repository.find(conn, program.program_id, data.external_id)
@@ -190,6 +190,24 @@ def _earning(
         return _replay(existing, digest)
     _post(conn, program, ctx, prepared, activity_id)
     result = prepared.result.model_copy(update={"id": activity_id})
+    if member is not None and _is_membership_event(program, data):
+        assert isinstance(data, EventIn)
+        change = memberships.on_event(
+            conn,
+            program,
+            int(member.id),
+            str(data.event_type),
+            data.attributes,
+            occurred_at,
+            ctx.now,
+            ctx.actor,
+        )
+        if change is not None:
+            done = MembershipChangeOut(
+                kind=change.kind, plan=change.plan, paid_until=change.paid_until
+            )
+            result = result.model_copy(update={"membership": done})
+            repository.set_outcome(conn, activity_id, result.points, _stored(result))
     if prepared.evaluation.rewards and member is not None:
         result = _grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
         repository.set_outcome(conn, activity_id, result.points, _stored(result))
@@ -199,6 +217,33 @@ def _earning(
         if moved is not None:
             result = result.model_copy(update={"new_tier": moved.to_tier})
     return result
+
+
+@dataclass(frozen=True)
+class _Standing:
+    """What the rules see of a member beyond the member row: tier and membership plan."""
+
+    tier: str | None = None
+    plan: str | None = None
+
+
+def _standings(
+    conn: Connection, program: ProgramVersion, member_ids: list[int], now: datetime
+) -> dict[int, _Standing]:
+    """The tier and running plan of each member (one query each, none without tiers/plans)."""
+    spec, pid = program.spec, program.program_id
+    tier_of = tiers.tiers_of(conn, spec, pid, member_ids)
+    plan_of = memberships.plans_of(conn, spec, pid, member_ids, now)
+    return {m: _Standing(tier_of.get(m), plan_of.get(m)) for m in member_ids}
+
+
+def _is_membership_event(program: ProgramVersion, data: PurchaseIn | EventIn) -> bool:
+    """A payment provider's event about a paid membership, in a program with plans."""
+    return (
+        isinstance(data, EventIn)
+        and data.event_type in memberships.EVENT_TYPES
+        and bool(program.spec.membership_plans)
+    )
 
 
 def _grant_rewards(
@@ -287,6 +332,8 @@ def _check_earning(
     program: ProgramVersion, data: PurchaseIn | EventIn, occurred_at: datetime, now: datetime
 ) -> None:
     currency = program.spec.currency
+    if isinstance(data, EventIn) and data.event_type in memberships.EVENT_TYPES:
+        memberships.refuse_card_data(data.attributes)  # never stored, with or without plans
     if isinstance(data, PurchaseIn) and data.currency != currency:
         raise invalid(
             "currency_mismatch", f"This program counts in {currency}, not {data.currency}."
@@ -319,8 +366,10 @@ class _Prepared:
         )
 
 
-def snapshot(member: Any, tier: str | None = None) -> engine.MemberSnapshot:
-    """What the rules may read about a member row (and the member's tier id)."""
+def snapshot(
+    member: Any, tier: str | None = None, plan: str | None = None
+) -> engine.MemberSnapshot:
+    """What the rules may read about a member row (and the member's tier and plan)."""
     return engine.MemberSnapshot(
         id=int(member.id),
         status=str(member.status),
@@ -329,6 +378,7 @@ def snapshot(member: Any, tier: str | None = None) -> engine.MemberSnapshot:
         channel=member.channel,
         tags=tuple(member.tags or ()),
         tier=tier,
+        plan=plan,
     )
 
 
@@ -338,7 +388,7 @@ def _prepare(
     data: PurchaseIn | EventIn,
     facts: engine.ActivityFacts,
     member: Any,
-    tier: str | None,
+    standing: _Standing,
     before: ledger.Balance | None,
     counters: engine.Counters,
     body: dict[str, Any],
@@ -347,7 +397,8 @@ def _prepare(
     """Run the rules and predict the balance; pure apart from reading `member`."""
     evaluation = engine.Evaluation()
     if member is not None:
-        evaluation = engine.evaluate(program.spec, facts, snapshot(member, tier), counters)
+        member_snapshot = snapshot(member, standing.tier, standing.plan)
+        evaluation = engine.evaluate(program.spec, facts, member_snapshot, counters)
     credits = [ledger.Credit(e.points, e.rule, e.vests_at, e.expires_at) for e in evaluation.points]
     expected = None if before is None else ledger.predict_earn(before, credits, ctx.now)
     # model_construct: every value comes typed from the engine and the ledger, and
@@ -366,7 +417,7 @@ def _prepare(
         points=evaluation.total_points,
         cashback=sum(c.amount for c in evaluation.cashback),
         effects=effects,
-        tier=tier,
+        tier=standing.tier,
         notes=[f"{o.rule}: {o.note}" for o in evaluation.outcomes if o.note],
         balance=None if expected is None else BalanceOut.of(expected),
         program_version=program.version,
@@ -497,11 +548,13 @@ def _bulk_earning(
             continue
         if member is not None and (int(member.debt) > 0 or int(member.withheld) > 0):
             raise _UseSinglePath()
+        if _is_membership_event(program, item):
+            raise _UseSinglePath()  # a membership changes one event at a time
         first_seen[item.external_id] = k
         accepted.append((k, facts_of(item, occurred_at), member))
     counts, shared = _load_batch_counters(conn, program, ctx, accepted)
     member_ids = sorted({int(m.id) for _, _, m in accepted if m is not None})
-    tier_of = tiers.tiers_of(conn, program.spec, program.program_id, member_ids)
+    standings = _standings(conn, program, member_ids, ctx.now)
     running: dict[int, ledger.Balance] = {}
     prepared: list[tuple[int, _Prepared]] = []
     deltas: dict[tuple[int, str], list[int]] = {}
@@ -517,7 +570,7 @@ def _bulk_earning(
             items[k],
             facts,
             member,
-            None if member is None else tier_of.get(int(member.id)),
+            _Standing() if member is None else standings[int(member.id)],
             before,
             counters or engine.NO_COUNTERS,
             bodies[k],

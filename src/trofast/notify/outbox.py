@@ -33,6 +33,11 @@ TOPICS = (
     "voucher.cancelled",
     "voucher.restored",
     "gift_codes.low",
+    "membership.started",
+    "membership.renewed",
+    "membership.payment_failed",
+    "membership.cancelled",
+    "membership.lapsed",
     "tier.changed",
 )
 

@@ -110,6 +110,8 @@ class PerksOut(BaseModel):
     free_shipping: bool = Field(description="From a voucher or from the member's tier")
     tier: str | None = Field(None, description="The member's tier, if the program has tiers")
     tier_perks: list[str] = Field(default_factory=list, description="Perks of that tier")
+    plan: str | None = Field(None, description="The member's running paid-membership plan")
+    plan_perks: list[str] = Field(default_factory=list, description="Perks of that plan")
     perks: list[PerkOut] = Field(description="Perks from the member's vouchers")
 
 

@@ -20,6 +20,7 @@ from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import AnyRow
 from trofast.ledger import repository as ledger_repository
 from trofast.ledger import service as ledger
+from trofast.memberships import service as memberships
 from trofast.notify.outbox import raise_event
 from trofast.programs.service import ProgramVersion
 from trofast.rewards import repository
@@ -62,9 +63,9 @@ def catalogue(
     """The rewards on offer now; with a member, whether each is eligible and affordable."""
     issued = repository.issued_counts(conn, program.program_id)
     available = None if member is None else ledger.Balance.of(member).available
-    tier = None if member is None else _tier(conn, program, int(member.id))
+    standing = None if member is None else _standing(conn, program, int(member.id), now)
     return [
-        _view(program, reward, issued.get(reward.id, 0), locale, member, tier, available)
+        _view(program, reward, issued.get(reward.id, 0), locale, member, standing, available)
         for reward in program.spec.rewards
         if reward.on_offer(now)
     ]
@@ -84,7 +85,7 @@ def _view(
     issued: int,
     locale: str | None,
     member: AnyRow | None,
-    tier: str | None,
+    standing: tuple[str | None, str | None] | None,
     available: int | None,
 ) -> RewardView:
     fallback = program.spec.locales[0]
@@ -100,7 +101,11 @@ def _view(
         stock_left=None if reward.stock is None else max(reward.stock - issued, 0),
         available_from=reward.available_from,
         available_until=reward.available_until,
-        eligible=None if member is None else _eligible(reward, member, tier),
+        eligible=(
+            None
+            if member is None or standing is None
+            else _eligible(program, reward, member, *standing)
+        ),
         affordable=None if available is None else available >= reward.cost,
         details=reward.model_dump(mode="json", exclude=set(COMMON_FIELDS)),
     )
@@ -117,12 +122,26 @@ def _tier(conn: Connection, program: ProgramVersion, member_id: int) -> str | No
     return tiers.tiers_of(conn, program.spec, program.program_id, [member_id]).get(member_id)
 
 
-def _eligible(reward: Reward, member: AnyRow, tier: str | None) -> bool:
-    """Members with any of the reward's tags (segments) and in any of its tiers."""
+def _standing(
+    conn: Connection, program: ProgramVersion, member_id: int, now: datetime
+) -> tuple[str | None, str | None]:
+    """The member's tier and running membership plan."""
+    plans = memberships.plans_of(conn, program.spec, program.program_id, [member_id], now)
+    return _tier(conn, program, member_id), plans.get(member_id)
+
+
+def _eligible(
+    program: ProgramVersion, reward: Reward, member: AnyRow, tier: str | None, plan: str | None
+) -> bool:
+    """Members with any of the reward's tags (segments), in any of its tiers, and on a
+    membership plan that offers it if any plan lists it as a members-only reward."""
     tags = set(member.tags or [])
     if reward.eligible.tags and not tags & set(reward.eligible.tags):
         return False
-    return not reward.eligible.tiers or tier in reward.eligible.tiers
+    if reward.eligible.tiers and tier not in reward.eligible.tiers:
+        return False
+    offering = [p.id for p in program.spec.membership_plans if reward.id in p.rewards]
+    return not offering or plan in offering
 
 
 # -- redeeming and granting -------------------------------------------------------------------
@@ -147,8 +166,7 @@ def redeem(
         raise conflict("reward_not_redeemable", f"{reward_id!r} is only granted, not redeemed.")
     if channel is not None and channel not in reward.channels:
         raise invalid("wrong_channel", f"{reward_id!r} cannot be redeemed {channel.value}.")
-    tier = _tier(conn, program, int(member.id)) if reward.eligible.tiers else None
-    if not _eligible(reward, member, tier):
+    if not _eligible(program, reward, member, *_standing(conn, program, int(member.id), now)):
         raise Problem(403, "not_eligible", f"This member may not redeem {reward_id!r}.")
     return _issue(conn, program, member, reward, reference, now, actor, paid=True)
 
@@ -549,15 +567,21 @@ def perks(conn: Connection, program: ProgramVersion, member_id: int, now: dateti
         for row in repository.open_vouchers(conn, program.program_id, member_id, now)
         if row.type in ("free_shipping", "early_access", "service_perk", "event")
     ]
-    tier_id = _tier(conn, program, member_id)
+    tier_id, plan_id = _standing(conn, program, member_id, now)
     tier = None if tier_id is None else program.spec.tier(tier_id)
     tier_perks = [] if tier is None else list(tier.perks)
+    plan = next((p for p in program.spec.membership_plans if p.id == plan_id), None)
+    plan_perks = [] if plan is None else list(plan.perks)
+    shipping = "free_shipping" in tier_perks + plan_perks or any(
+        p.type == "free_shipping" for p in items
+    )
     return PerksOut(
         member_id=member_id,
-        free_shipping=any(p.type == "free_shipping" for p in items)
-        or "free_shipping" in tier_perks,
+        free_shipping=shipping,
         tier=tier_id,
         tier_perks=tier_perks,
+        plan=plan_id,
+        plan_perks=plan_perks,
         perks=items,
     )
 

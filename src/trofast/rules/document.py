@@ -52,6 +52,7 @@ FIELDS = frozenset(
         "member.birthday_today",
         "member.birthday_week",
         "tier.name",
+        "member.plan",
         "now.date",
         "now.year",
         "now.month",

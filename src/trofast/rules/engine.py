@@ -95,6 +95,8 @@ class MemberSnapshot:
     tags: tuple[str, ...] = ()
     channel: str | None = None
     tier: str | None = None
+    #: The paid-membership plan the member is on now (trial, active or grace), if any.
+    plan: str | None = None
 
 
 @dataclass(frozen=True)
@@ -548,6 +550,7 @@ def _activity_fields(facts: ActivityFacts, member: MemberSnapshot) -> dict[str, 
         "member.tags": member.tags,
         "member.channel": member.channel,
         "tier.name": member.tier,
+        "member.plan": member.plan,
     }
 
 
