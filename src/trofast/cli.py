@@ -225,7 +225,8 @@ def simulate(
     db: str | None = DbOption,
 ) -> None:
     """Replay stored history under a proposed program version, writing nothing; per month:
-    points issued, liability in money, and the difference from what really happened."""
+    points issued, liability in money, members by tier (programs with tiers), and the
+    difference from what really happened."""
     from datetime import date, datetime, time, timedelta
 
     from rich.progress import Progress
@@ -274,11 +275,32 @@ def simulate(
             _money(result.money(month.simulated_liability), spec.currency),
         )
     console.print(table)
-    console.print(
-        f"{result.activities:,} activities in {result.seconds:.2f} s "
-        f"({result.per_second:,.0f}/s). Liability assumes spending and expiry as they happened;"
-        " members by tier will show once tiers exist."
-    )
+    if result.tiers:
+        # Members by tier at each month's end: simulated (difference from the real ones).
+        by_tier = Table("month", *reversed(result.tiers), "real")
+        for month in result.months:
+            real, change = month.actual_tiers, month.tier_difference
+            by_tier.add_row(
+                month.month,
+                *(
+                    f"{n:,}" + ("" if real is None else f" ({change[t]:+,})")
+                    for t, n in month.simulated_tiers.items()
+                ),
+                "—" if real is None else " / ".join(f"{t} {n:,}" for t, n in real.items()),
+            )
+        console.print("Members by tier at the end of each month (difference from the real ones)")
+        console.print(by_tier)
+    read = f"{result.activities:,} activities"
+    if result.history_activities:
+        read += f" (and {result.history_activities:,} earlier ones for the tiers)"
+    note = "Liability assumes spending and expiry as they happened."
+    if result.tiers:
+        note += (
+            " Members by tier at each month's end: real ones from the tier history; simulated"
+            " ones by the proposed tiers' rules replayed from the window before --from (no"
+            " manual tiers; see docs/tiers.md)."
+        )
+    console.print(f"{read} in {result.seconds:.2f} s ({result.per_second:,.0f}/s). {note}")
 
 
 def _money(minor: int, currency: str) -> str:

@@ -154,3 +154,119 @@ def test_replay_reads_lines_and_event_attributes(
     # p1: 2 coffees (14) + 40 SEK eco (40); p2: nothing; e1: 30; e2: no stars;
     # the return takes back half of p1's 54
     assert (may.month, may.activities, may.simulated_points) == ("2026-05", 5, 54 + 30 - 27)
+
+
+TWO_TIERS = {
+    "tiers": [
+        {"id": "member", "name": "Member"},
+        {"id": "silver", "name": "Silver", "threshold": {"purchases": 3}},
+    ],
+    "tier_qualification": {"metrics": ["purchases"]},
+}
+
+
+def test_members_by_tier_under_a_lower_threshold(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+    clock: FixedClock,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    """Silver at 3 purchases really; proposed at 2: per month end, members by tier under
+    each, the real ones from the tier history (members without a row: the entry tier)."""
+    program = make_program(**TWO_TIERS)
+    pos = key_for(program, "pos")
+    clock.set(datetime(2026, 2, 10, 12, tzinfo=UTC))
+    a, b, c, _d = (
+        client.post("/v1/members", json={"email": f"{n}@example.com"}, headers=pos).json()["id"]
+        for n in "abcd"
+    )
+    buys = [  # (member, day): a 4 in March; b 2 in March, 1 in April; c 1 in April, 1 in May
+        (a, datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        (a, datetime(2026, 3, 3, 12, tzinfo=UTC)),
+        (b, datetime(2026, 3, 4, 12, tzinfo=UTC)),
+        (a, datetime(2026, 3, 5, 12, tzinfo=UTC)),
+        (b, datetime(2026, 3, 6, 12, tzinfo=UTC)),
+        (a, datetime(2026, 3, 7, 12, tzinfo=UTC)),
+        (b, datetime(2026, 4, 8, 12, tzinfo=UTC)),
+        (c, datetime(2026, 4, 9, 12, tzinfo=UTC)),
+        (c, datetime(2026, 5, 10, 12, tzinfo=UTC)),
+    ]
+    for n, (member_id, at) in enumerate(buys):
+        clock.set(at)
+        body = {"type": "purchase", "external_id": f"t{n}", "member_id": member_id,
+                "amount": 10000, "currency": "SEK", "occurred_at": at.isoformat()}  # fmt: skip
+        assert client.post("/v1/activities", json=body, headers=pos).status_code == 201
+
+    silver = {**TWO_TIERS["tiers"][1], "threshold": {"purchases": 2}}
+    lower = {**program.spec.model_dump(mode="json"), "tiers": [TWO_TIERS["tiers"][0], silver]}
+    with db.read() as conn:
+        same = simulate(
+            conn, program.program_id, program.spec,
+            datetime(2026, 3, 1, tzinfo=program.spec.zone),
+            datetime(2026, 6, 1, tzinfo=program.spec.zone),
+        )  # fmt: skip
+        result = simulate(
+            conn, program.program_id, ProgramSpec.model_validate(lower),
+            datetime(2026, 3, 1, tzinfo=program.spec.zone),
+            datetime(2026, 6, 1, tzinfo=program.spec.zone),
+        )  # fmt: skip
+    # The program as it is: the replay gives what really happened.
+    for month in same.months:
+        assert month.simulated_tiers == month.actual_tiers, month.month
+    assert result.tiers == ["member", "silver"]
+    months = {m.month: m for m in result.months}
+    assert list(months) == ["2026-03", "2026-04", "2026-05"]
+    assert months["2026-03"].actual_tiers == {"silver": 1, "member": 3}
+    assert months["2026-03"].simulated_tiers == {"silver": 2, "member": 2}
+    assert months["2026-04"].actual_tiers == {"silver": 2, "member": 2}
+    assert months["2026-04"].simulated_tiers == {"silver": 2, "member": 2}
+    assert months["2026-05"].actual_tiers == {"silver": 2, "member": 2}
+    assert months["2026-05"].simulated_tiers == {"silver": 3, "member": 1}
+    assert months["2026-05"].tier_difference == {"silver": 1, "member": -1}
+    assert result.activities == 9 and result.history_activities == 0
+
+    new_file = tmp_path / "lower.yaml"
+    new_file.write_text(ProgramSpec.model_validate(lower).model_dump_json())
+    out = CliRunner().invoke(
+        app,
+        ["simulate", "--program", str(new_file), "--from", "2026-03-01", "--to", "2026-05-31",
+         "--db", db.url],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    may = next(line for line in out.output.splitlines() if "2026-05" in line and "(+1)" in line)
+    assert [cell.strip() for cell in may.split("│")[1:5]] == [
+        "2026-05", "3 (+1)", "1 (-1)", "silver 2 / member 2"
+    ]  # fmt: skip
+
+
+def test_tier_replay_downgrades_at_period_end_after_grace() -> None:
+    """Silver reached in June 2025 is secured through 2026; with no purchase in 2026 the
+    review on 1 January 2027 starts 10 grace days, then the member moves down one step."""
+    from trofast.analytics.tiers import TierReplay, month_boundaries
+
+    spec = ProgramSpec.model_validate(
+        {"key": "xx", "name": "X", "currency": "SEK", "timezone": "Europe/Stockholm",
+         "earn": {"points": 1, "per_amount": 1000},
+         "tiers": TWO_TIERS["tiers"],
+         "tier_qualification": {"metrics": ["purchases"], "grace_days": 10}}
+    )  # fmt: skip
+    changes: list[tuple[int, str]] = []
+    replay = TierReplay(
+        spec, {1: datetime(2025, 1, 1, tzinfo=UTC)}, lambda m, t: changes.append((m, t))
+    )
+    for day in (3, 4, 5):
+        at = datetime(2025, 6, day, tzinfo=UTC)
+        replay.before(1, at)
+        replay.add(1, at, "purchase", 1000, None, 1)
+    assert changes == [(1, "silver")]
+    zone = spec.zone
+    ends = month_boundaries(
+        zone, datetime(2026, 11, 1, tzinfo=zone), datetime(2027, 3, 1, tzinfo=zone)
+    )
+    counts = [replay.counts(end) for end in ends]
+    # Nov, Dec 2026: secured; Jan 2027: reviewed on 2026 (nothing), grace until 11 January,
+    # then down one step
+    assert [c["silver"] for c in counts] == [1, 1, 0, 0]
+    assert changes == [(1, "silver"), (1, "member")]

@@ -25,6 +25,7 @@ from trofast.activities.models import activities
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts, ledger_transactions, transfers
 from trofast.members.models import members
+from trofast.tiers.models import tier_history
 
 
 def activity_chunks(
@@ -181,5 +182,17 @@ def member_debits(
                 ledger_transactions.c.effective_at < end,
                 ledger_transactions.c.kind.in_(("spend", "expire", "adjust")),
             )
+        ).all()
+    )
+
+
+def tier_changes(conn: Connection, program_id: int, before: datetime) -> list[AnyRow]:
+    """Every tier change (member_id, to_tier, at) before `before`, oldest first: the real
+    tiers at any moment are the last change's (read-only over `tier_history`)."""
+    return list(
+        conn.execute(
+            select(tier_history.c.member_id, tier_history.c.to_tier, tier_history.c.at)
+            .where(tier_history.c.program_id == program_id, tier_history.c.at < before)
+            .order_by(tier_history.c.at, tier_history.c.id)
         ).all()
     )

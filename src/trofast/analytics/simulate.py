@@ -5,20 +5,28 @@ The engine is pure, so the replay is a loop over the history: each member's rule
 the database. Returns take back the same share of the purchase's simulated points as they
 took of its amount. Spending and expiry are taken as they really happened, so liability
 differs from the real one by the difference in points issued.
+
+With two tiers or more in the proposed version, each month also counts the members by tier
+under the proposed tiers (replayed with the points, see `analytics.tiers`) against the real
+ones (from the tier history); the rules see the replayed tier as `tier.name`. Without tiers
+none of that work is done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
 from trofast.analytics import repository
+from trofast.analytics import tiers as tier_replay
+from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import engine
 
@@ -34,10 +42,22 @@ class Month:
     debits: int = 0
     actual_liability: int = 0
     simulated_liability: int = 0
+    #: Members by tier id at the month's end (the last day of the range for a last partial
+    #: month), highest tier first; empty when the proposed version has fewer than two tiers.
+    simulated_tiers: dict[str, int] = field(default_factory=dict)
+    #: The same from what really happened (the tier history); None when the program never
+    #: had tiers.
+    actual_tiers: dict[str, int] | None = None
 
     @property
     def difference(self) -> int:
         return self.simulated_points - self.actual_points
+
+    @property
+    def tier_difference(self) -> dict[str, int]:
+        """Simulated minus actual members, per tier of the proposed version."""
+        actual = self.actual_tiers or {}
+        return {tier: n - actual.get(tier, 0) for tier, n in self.simulated_tiers.items()}
 
 
 @dataclass
@@ -48,6 +68,10 @@ class Simulation:
     months: list[Month] = field(default_factory=list)
     activities: int = 0
     seconds: float = 0.0
+    #: The proposed version's tier ids, lowest first (empty: no tiers, no tier columns).
+    tiers: list[str] = field(default_factory=list)
+    #: Activities before `start` replayed only to know the tiers at the start (tier programs).
+    history_activities: int = 0
 
     def money(self, points: int) -> int:
         """Liability of `points` in minor units (point_value is in 1/100 minor units)."""
@@ -55,7 +79,8 @@ class Simulation:
 
     @property
     def per_second(self) -> float:
-        return self.activities / self.seconds if self.seconds else 0.0
+        read = self.activities + self.history_activities
+        return read / self.seconds if self.seconds else 0.0
 
 
 def simulate(
@@ -70,8 +95,14 @@ def simulate(
     began = time.perf_counter()
     zone = spec.zone
     # Only purchases that a return in the window takes back need their points remembered.
-    replay = _Replay(spec, repository.returned_purchases(conn, program_id, start, end))
-    for member_id, r in repository.member_rows(conn, program_id).items():
+    tiered = len(spec.tiers) > 1
+    # A tier program's replay starts earlier: the tiers at `start` depend on the windows
+    # before it. Activities before `start` are replayed but not reported.
+    first = tier_replay.warm_up_start(spec, start) if tiered else start
+    replay = _Replay(spec, repository.returned_purchases(conn, program_id, first, end))
+    entry = spec.tiers[0].id if tiered else None
+    rows = repository.member_rows(conn, program_id)
+    for member_id, r in rows.items():
         replay.add_member(
             engine.MemberSnapshot(
                 id=member_id,
@@ -80,8 +111,17 @@ def simulate(
                 enrolled_at=r.enrolled_at,
                 channel=r.channel,
                 tags=tuple(r.tags or ()),
+                tier=entry,
             )
         )
+    tiers: tier_replay.TierReplay | None = None
+    boundaries: list[datetime] = []
+    snapshots: list[dict[str, int]] = []
+    if tiered:
+        tiers = tier_replay.TierReplay(
+            spec, {m: r.enrolled_at for m, r in rows.items()}, replay.set_tier
+        )
+        boundaries = tier_replay.month_boundaries(spec.zone, start, end)
     # Bodies are read only where the program can use them: a purchase's lines, an event's
     # attributes. Returns are priced from the purchase they return.
     program = replay.program
@@ -94,11 +134,11 @@ def simulate(
     months: dict[str, Month] = {}
     count = 0
     month = Month("")
-    month_ends = start  # rows come oldest first: find the month only when one ends
-    for rows in repository.activity_chunks(conn, program_id, start, end, bodies=bodies):
+    month_ends = first  # rows come oldest first: find the month only when one ends
+    for chunk in repository.activity_chunks(conn, program_id, first, end, bodies=bodies):
         # Plain tuples, unpacked once (see repository.ACTIVITY_COLUMNS).
         for (activity_id, kind, member_id, occurred_at, amount, currency, store, channel,
-             event_type, original_id, body, points) in rows:  # fmt: skip
+             event_type, original_id, body, points) in chunk:  # fmt: skip
             if type(occurred_at) is str:  # SQLite
                 occurred_at = parse(occurred_at)
             if occurred_at >= month_ends:
@@ -106,10 +146,18 @@ def simulate(
                 key = local.strftime("%Y-%m")
                 month = months.get(key) or months.setdefault(key, Month(key))
                 month_ends = _next_month(local).astimezone(UTC)  # UTC compares with UTC at once
+                if tiers is not None:  # the month ends passed: members by tier then
+                    while len(snapshots) < len(boundaries) and boundaries[len(snapshots)] <= (
+                        occurred_at
+                    ):
+                        snapshots.append(tiers.counts(boundaries[len(snapshots)]))
             month.activities += 1
             month.actual_points += points
             if member_id is None:
                 continue
+            if tiers is not None:
+                tiers.before(member_id, occurred_at)
+                before = month.simulated_points
             if kind == "purchase":
                 facts = engine.ActivityFacts(
                     "purchase",
@@ -131,13 +179,31 @@ def simulate(
                     attributes=_decoded(body).get("attributes", engine.NO_ATTRIBUTES),
                 )
                 month.simulated_points += earned(member_id, facts)
-        count += len(rows)
+            if tiers is not None:
+                tiers.add(
+                    member_id,
+                    occurred_at,
+                    kind,
+                    amount,
+                    event_type,
+                    month.simulated_points - before,
+                )
+        count += len(chunk)
         if progress is not None:
-            progress(len(rows))
+            progress(len(chunk))
     for debit in repository.member_debits(conn, program_id, start, end):
         key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
         months.setdefault(key, Month(key)).debits += int(debit.amount)
     result = Simulation(spec.key, spec.currency, spec.point_value, activities=count)
+    if tiers is not None:
+        while len(snapshots) < len(boundaries):
+            snapshots.append(tiers.counts(boundaries[len(snapshots)]))
+        _add_tiers(conn, program_id, spec, months, boundaries, snapshots, rows)
+        result.tiers = list(tiers.ids)
+        first_key = start.astimezone(zone).strftime("%Y-%m")
+        for key in [k for k in months if k < first_key]:  # the tier warm-up's
+            result.history_activities += months.pop(key).activities
+        result.activities -= result.history_activities
     actual = simulated = 0
     for key in sorted(months):
         month = months[key]
@@ -147,6 +213,33 @@ def simulate(
         result.months.append(month)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _add_tiers(
+    conn: Connection,
+    program_id: int,
+    spec: ProgramSpec,
+    months: dict[str, Month],
+    boundaries: list[datetime],
+    snapshots: list[dict[str, int]],
+    rows: dict[int, Any],
+) -> None:
+    """Each month's members by tier: simulated (`snapshots`) and real (the tier history of
+    the program's current version's tiers; None when it has none and never had)."""
+    current = [tier.id for tier in programs.current(conn, program_id).spec.tiers]
+    changes = repository.tier_changes(conn, program_id, boundaries[-1])
+    actual: list[dict[str, int]] | list[None]
+    if current or changes:
+        entry = current[0] if current else spec.tiers[0].id
+        enrolled = [r.enrolled_at for r in rows.values() if r.enrolled_at is not None]
+        actual = tier_replay.actual_counts(changes, entry, current, enrolled, boundaries)
+    else:
+        actual = [None] * len(boundaries)
+    zone = spec.zone
+    for boundary, simulated, real in zip(boundaries, snapshots, actual, strict=True):
+        key = (boundary - timedelta(microseconds=1)).astimezone(zone).strftime("%Y-%m")
+        month = months.get(key) or months.setdefault(key, Month(key))
+        month.simulated_tiers, month.actual_tiers = simulated, real
 
 
 def _next_month(local: datetime) -> datetime:
@@ -170,6 +263,11 @@ class _Replay:
 
     def add_member(self, snapshot: engine.MemberSnapshot) -> None:
         self.members[snapshot.id] = (snapshot, {})
+
+    def set_tier(self, member_id: int, tier: str) -> None:
+        """The member's replayed tier: what the rules see as `tier.name` from now on."""
+        snapshot, counts = self.members[member_id]
+        self.members[member_id] = (dataclasses.replace(snapshot, tier=tier), counts)
 
     def earned(
         self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
