@@ -23,6 +23,7 @@ from trofast.ledger.endpoints import router as ledger_router
 from trofast.members.endpoints import router as members_router
 from trofast.memberships.endpoints import router as memberships_router
 from trofast.notify.endpoints import router as notify_router
+from trofast.partners.endpoints import router as partners_router
 from trofast.programs.endpoints import router as programs_router
 from trofast.rewards.endpoints import router as rewards_router
 from trofast.tiers.endpoints import router as tiers_router
@@ -65,6 +66,7 @@ def create_app(
         memberships_router,
         notify_router,
         households_router,
+        partners_router,
     ):
         app.include_router(router)
 

@@ -22,12 +22,14 @@ ledger_app = typer.Typer(help="The points ledger.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Try earning rules.", no_args_is_help=True)
 rewards_app = typer.Typer(help="Rewards and gift-card code pools.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports.", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
 app.add_typer(rewards_app, name="rewards")
+app.add_typer(report_app, name="report")
 
 console = Console()
 err = Console(stderr=True)
@@ -85,18 +87,27 @@ def program_apply(file: Path, db: str | None = DbOption) -> None:
 @apikey_app.command("create")
 def apikey_create(
     program: str = typer.Option(..., help="Program key"),
-    scope: Scope = typer.Option(..., help="admin, pos or read"),
+    scope: Scope = typer.Option(..., help="admin, pos, read or partner"),
     name: str = typer.Option("cli", help="A label for the key"),
+    partner: str | None = typer.Option(None, help="The partner id a partner key acts for"),
     db: str | None = DbOption,
 ) -> None:
     """Create an API key; its secret is printed once and stored only hashed."""
     from trofast.access import service as access
     from trofast.programs import service as programs
 
+    if (scope is Scope.partner) != (partner is not None):
+        typer.echo("A partner key needs --partner ID; other scopes take none.", err=True)
+        raise typer.Exit(1)
     database = _database(db)
     with database.write() as conn:
         found = programs.by_key(conn, program)
-        token, key_id = access.create_key(conn, found.program_id, scope, name, SystemClock().now())
+        if partner is not None and found.spec.partner(partner) is None:
+            typer.echo(f"Program '{program}' has no partner '{partner}'.", err=True)
+            raise typer.Exit(1)
+        token, key_id = access.create_key(
+            conn, found.program_id, scope, name, SystemClock().now(), partner=partner
+        )
     console.print(f"API key {key_id} ({scope.value}) for program '{program}':")
     print(token)
 
@@ -146,6 +157,41 @@ def ledger_audit(
         err.print(f"[red]{len(problems)} invariant violation(s).[/red]")
         raise typer.Exit(1)
     console.print("[green]Ledger is sound: every invariant holds.[/green]")
+
+
+@report_app.command("settlement")
+def report_settlement(
+    month: str = typer.Option(..., help="YYYY-MM, in the program's time zone"),
+    program: str = typer.Option(..., help="Program key"),
+    db: str | None = DbOption,
+) -> None:
+    """What each partner owes the program, or is owed, for one month."""
+    from trofast.kit.errors import Problem
+    from trofast.partners import service as partners
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    try:
+        with database.read() as conn:
+            report = partners.settlement(conn, programs.by_key(conn, program), month)
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    currency = report.currency
+    console.print(f"Partner settlement of '{report.program}' for {report.month} ({currency}):")
+    for line in report.partners:
+        owes = "owes the program" if line.net >= 0 else "is owed"
+        console.print(
+            f"{line.partner} ({line.name}): issued {line.points_issued} points = "
+            f"{_money(line.issued_value, currency)} owed by the partner; "
+            f"redeemed {line.points_redeemed} points = "
+            f"{_money(line.redeemed_value, currency)} owed to the partner; "
+            f"net {_money(abs(line.net), currency)} {owes}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not report.partners:
+        console.print("No partners.")
 
 
 @rules_app.command("try")

@@ -9,6 +9,7 @@ from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 from trofast.members.models import members
 from trofast.memberships.models import membership_history, memberships
 from trofast.notify.models import outbox
+from trofast.partners.models import partner_activities
 from trofast.programs.models import program_versions, programs
 from trofast.rewards.models import gift_codes, reward_stock, vouchers
 from trofast.tiers.models import member_tiers, tier_history
@@ -29,6 +30,7 @@ __all__ = [
     "memberships",
     "metadata",
     "outbox",
+    "partner_activities",
     "program_versions",
     "programs",
     "reward_stock",

@@ -16,9 +16,20 @@ _cache: dict[tuple[str, str], tuple[float, Principal]] = {}
 
 
 def create_key(
-    conn: Connection, program_id: int, scope: Scope, name: str, now: datetime
+    conn: Connection,
+    program_id: int,
+    scope: Scope,
+    name: str,
+    now: datetime,
+    *,
+    partner: str | None = None,
 ) -> tuple[str, int]:
-    """Create a key; returns (token, key id). The token is never stored or shown again."""
+    """Create a key; returns (token, key id). The token is never stored or shown again.
+    A `partner` key is bound to one partner id; no other scope takes one."""
+    if (scope is Scope.partner) != (partner is not None):
+        raise Problem(
+            422, "partner_scope", "A partner key needs --partner; other scopes take none."
+        )
     token, prefix, digest = new_secret()
     key_id = conn.execute(
         api_keys.insert()
@@ -28,6 +39,7 @@ def create_key(
             secret_hash=digest,
             scope=scope.value,
             name=name,
+            partner=partner,
             created_at=now,
         )
         .returning(api_keys.c.id)
@@ -63,7 +75,7 @@ def authenticate(conn: Connection, token: str) -> Principal:
     row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
     if row is None or row.revoked_at is not None or not secret_matches(secret, row.secret_hash):
         raise _unauthorized()
-    principal = Principal(int(row.id), int(row.program_id), Scope(row.scope))
+    principal = Principal(int(row.id), int(row.program_id), Scope(row.scope), row.partner)
     _cache[cache_key] = (time.monotonic() + _CACHE_SECONDS, principal)
     return principal
 

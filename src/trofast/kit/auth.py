@@ -17,23 +17,29 @@ class Scope(StrEnum):
     admin = "admin"
     pos = "pos"
     read = "read"
+    #: A partner business (coalition): only the partner endpoints, for one partner id.
+    partner = "partner"
 
 
-#: What each scope may do: admin everything, pos the till's work plus reading.
+#: What each scope may do: admin everything, pos the till's work plus reading; partner
+#: only its own endpoints (it grants none of the others, and none of the others grant it).
 GRANTS: dict[Scope, frozenset[Scope]] = {
     Scope.admin: frozenset({Scope.admin, Scope.pos, Scope.read}),
     Scope.pos: frozenset({Scope.pos, Scope.read}),
     Scope.read: frozenset({Scope.read}),
+    Scope.partner: frozenset({Scope.partner}),
 }
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller of a request: an API key of one program with one scope."""
+    """The caller of a request: an API key of one program with one scope (a partner key
+    also names the partner it acts for)."""
 
     key_id: int
     program_id: int
     scope: Scope
+    partner: str | None = None
 
     def may(self, needed: Scope) -> bool:
         return needed in GRANTS[self.scope]

@@ -3,17 +3,21 @@
 Checks, per program: transfers balance to zero; every member account's counters equal
 what its transfers say; every lot's buckets equal what its transfers say; vested lots
 back exactly the posted balance and pending lots exactly the pending balance; every
-pending transfer is resolved at most once and by its own amount.
+pending transfer is resolved at most once and by its own amount; every partner
+settlement account belongs to one partner and moves only against the program's issuance
+(points the partner issued, and gave back on a return) or redemption account (points
+redeemed at the partner), each partner earn by exactly the points its member legs credit.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from trofast.ledger.models import accounts, lots, transfers
+from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 
 POSTED = ("single", "post")
 
@@ -33,6 +37,7 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
         select(
             transfers.c.id,
             transfers.c.program_id,
+            transfers.c.transaction_id,
             transfers.c.debit_account_id,
             transfers.c.credit_account_id,
             transfers.c.amount,
@@ -91,6 +96,89 @@ def audit(conn: Connection, program_id: int | None = None) -> list[str]:
                 )
 
     problems += _audit_lots(conn, where_l, lot_flows, kinds)
+    problems += _audit_partners(conn, legs, kinds)
+    return problems
+
+
+#: Per partner account kind: its counter-account, and the transaction kinds that may debit
+#: and credit it.
+_PARTNER_FLOWS = {
+    "partner_issuance": ("issuance", {"earn"}, {"return"}),
+    "partner_redemption": ("redemption", set(), {"partner_redeem"}),
+}
+
+
+def _audit_partners(
+    conn: Connection, legs: Sequence[Any], kinds: dict[int, tuple[str, int, Any]]
+) -> list[str]:
+    """Partner settlement accounts balance with the transfers that name them."""
+    problems: list[str] = []
+    partner_accounts = {a for a, (kind, _p, _r) in kinds.items() if kind in _PARTNER_FLOWS}
+    for account_id in sorted(partner_accounts):
+        row = kinds[account_id][2]
+        if not row.partner or row.member_id is not None:
+            problems.append(f"account {account_id}: a partner account without its partner")
+    touching = [
+        t
+        for t in legs
+        if int(t.debit_account_id) in partner_accounts
+        or int(t.credit_account_id) in partner_accounts
+    ]
+    if not touching:
+        return problems
+    txn_ids = {int(t.transaction_id) for t in touching}
+    header_kind = {
+        int(r.id): str(r.kind)
+        for r in conn.execute(
+            select(ledger_transactions.c.id, ledger_transactions.c.kind).where(
+                ledger_transactions.c.id.in_(txn_ids)
+            )
+        )
+    }
+    by_txn: dict[int, list[Any]] = defaultdict(list)
+    for t in legs:
+        if int(t.transaction_id) in txn_ids:
+            by_txn[int(t.transaction_id)].append(t)
+    issued: dict[int, int] = defaultdict(int)
+    given_back: dict[int, int] = defaultdict(int)
+    for t in touching:
+        debit, credit = int(t.debit_account_id), int(t.credit_account_id)
+        partner_side, debited = (debit, True) if debit in partner_accounts else (credit, False)
+        other = credit if debited else debit
+        kind, pid, row = kinds[partner_side]
+        counter, debit_kinds, credit_kinds = _PARTNER_FLOWS[kind]
+        other_kind, other_pid, other_row = kinds.get(other, ("?", -1, None))
+        txn_kind = header_kind.get(int(t.transaction_id), "?")
+        if t.phase != "single":
+            problems.append(f"transfer {t.id}: a partner account moves only in single legs")
+        if other_kind != counter or other_pid != pid or str(other_row.unit) != str(row.unit):
+            problems.append(f"transfer {t.id}: {kind} of {row.partner!r} against a {other_kind}")
+        if txn_kind not in (debit_kinds if debited else credit_kinds):
+            side = "debits" if debited else "credits"
+            problems.append(f"transfer {t.id}: a {txn_kind} transaction {side} {kind}")
+        if kind == "partner_issuance" and debited:
+            issued[partner_side] += int(t.amount)
+            credited = sum(
+                int(leg.amount)
+                for leg in by_txn[int(t.transaction_id)]
+                if int(leg.debit_account_id) == other
+                and kinds.get(int(leg.credit_account_id), ("?",))[0] == "member"
+                and leg.phase in ("single", "pending")
+            )
+            if credited != int(t.amount):
+                problems.append(
+                    f"transaction {t.transaction_id}: partner {row.partner!r} issued "
+                    f"{t.amount} points, its member legs credit {credited}"
+                )
+        elif kind == "partner_issuance":
+            given_back[partner_side] += int(t.amount)
+    for account_id, back in given_back.items():
+        if back > issued.get(account_id, 0):
+            partner = kinds[account_id][2].partner
+            problems.append(
+                f"account {account_id}: partner {partner!r} got back {back} points, "
+                f"issued {issued.get(account_id, 0)}"
+            )
     return problems
 
 
@@ -202,10 +290,11 @@ def _audit_lots(
 
 
 def system_balances(conn: Connection, program_id: int) -> dict[str, int]:
-    """Net balance of each system account (credits - debits), summed on demand."""
+    """Net balance of each system account (credits - debits), summed on demand; a
+    partner's settlement accounts as `kind:partner`."""
     out: dict[str, int] = {}
     for row in conn.execute(
-        select(accounts.c.id, accounts.c.kind).where(
+        select(accounts.c.id, accounts.c.kind, accounts.c.partner).where(
             accounts.c.program_id == program_id, accounts.c.member_id.is_(None)
         )
     ):
@@ -219,5 +308,6 @@ def system_balances(conn: Connection, program_id: int) -> dict[str, int]:
                 transfers.c.debit_account_id == row.id, transfers.c.phase.in_(POSTED)
             )
         ).scalar_one()
-        out[str(row.kind)] = int(credits) - int(debits)
+        name = str(row.kind) if row.partner is None else f"{row.kind}:{row.partner}"
+        out[name] = int(credits) - int(debits)
     return out

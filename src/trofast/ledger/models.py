@@ -1,7 +1,8 @@
 """Ledger tables. Only `trofast.ledger.service` writes them (a test enforces it).
 
 Member accounts keep running counters and are the row a spender locks. System accounts
-(issuance, redemption, breakage, adjustment) keep none, so they never become a hot row;
+(issuance, redemption, breakage, adjustment, and per partner partner_issuance and
+partner_redemption) keep none, so they never become a hot row;
 their balances are summed from transfers on demand.
 """
 
@@ -39,6 +40,8 @@ accounts = Table(
     #: member's next earnings, without lowering what is available now.
     Column("withheld", BigInteger, nullable=False, default=0),
     Column("debits_must_not_exceed_credits", Boolean, nullable=False),
+    #: The partner (program document `partners:`) a partner settlement account belongs to.
+    Column("partner", String(63), nullable=True),
     CheckConstraint(
         "credits_posted >= 0 AND debits_posted >= 0 AND credits_pending >= 0"
         " AND debits_pending >= 0 AND debt >= 0",
@@ -50,6 +53,13 @@ accounts = Table(
         name="debits_within_credits",
     ),
     UniqueConstraint("program_id", "member_id", "kind", "unit"),
+    CheckConstraint(
+        "(partner IS NOT NULL) = (kind IN ('partner_issuance', 'partner_redemption'))",
+        name="partner_accounts",
+    ),
+    #: One settlement account per partner, kind and unit (other accounts have no partner,
+    #: and NULLs never collide).
+    UniqueConstraint("program_id", "kind", "unit", "partner"),
 )
 
 ledger_transactions = Table(

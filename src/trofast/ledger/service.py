@@ -30,6 +30,11 @@ MONEY = "money"
 UNITS = (POINTS, MONEY)
 MEMBER = "member"
 SYSTEM_KINDS = ("issuance", "redemption", "breakage", "adjustment", "transfer")
+#: Partner settlement accounts, one of each per partner (opened on first use): points a
+#: partner issued (the partner owes their value) and points redeemed at it (owed to it).
+PARTNER_ISSUANCE = "partner_issuance"
+PARTNER_REDEMPTION = "partner_redemption"
+PARTNER_KINDS = (PARTNER_ISSUANCE, PARTNER_REDEMPTION)
 
 
 @dataclass(frozen=True)
@@ -174,8 +179,55 @@ class Expire:
     lot_id: int
 
 
+@dataclass(frozen=True)
+class PartnerEarn:
+    """Points a partner issues to a member: the `earn`, plus under the same header a leg
+    from the partner's `partner_issuance` account to the program's issuance account for
+    every point credited. Issuance stays the one source of lots (so vesting, expiry and
+    returns work unchanged) and the partner account carries what the partner owes."""
+
+    earn: Earn
+    partner: str
+
+
+@dataclass(frozen=True)
+class PartnerTakeBack:
+    """A return of a partner purchase: the `take_back`, plus a leg from issuance back to
+    the partner's account for `points` (the partner no longer owes them)."""
+
+    take_back: TakeBack
+    partner: str
+    points: int
+
+
+@dataclass(frozen=True)
+class PartnerRedeem:
+    """Points redeemed at a partner (a voucher of its reward used there): from the
+    program's redemption account to the partner's `partner_redemption` account, which then
+    shows what the program owes the partner. No member account moves."""
+
+    partner: str
+    points: int
+    reference: str
+    idempotency_key: str
+    member_id: int | None = None
+
+
 Operation = (
-    Earn | Spend | TakeBack | Adjust | Hold | Settle | Release | Refund | Move | Vest | Expire
+    Earn
+    | Spend
+    | TakeBack
+    | Adjust
+    | Hold
+    | Settle
+    | Release
+    | Refund
+    | Move
+    | Vest
+    | Expire
+    | PartnerEarn
+    | PartnerTakeBack
+    | PartnerRedeem
 )
 
 
@@ -374,6 +426,12 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
             return _vest(conn, ctx, op.lot_id)
         case Expire():
             return _expire(conn, ctx, op.lot_id)
+        case PartnerEarn():
+            return _partner_earn(conn, ctx, op)
+        case PartnerTakeBack():
+            return _partner_take_back(conn, ctx, op)
+        case PartnerRedeem():
+            return _partner_redeem(conn, ctx, op)
 
 
 def system_account(conn: Connection, program_id: int, kind: str, unit: str = POINTS) -> int:
@@ -1388,3 +1446,83 @@ def member_balance(conn: Connection, account_id: int, now: datetime) -> dict[str
         "lifetime_spent": int(totals.spent),
         "lifetime_expired": int(totals.expired),
     }
+
+
+def partner_account(
+    conn: Connection, program_id: int, kind: str, partner: str, unit: str = POINTS
+) -> int:
+    """The id of a partner's settlement account of `kind`, opened on first use."""
+    if kind not in PARTNER_KINDS:
+        raise InvariantBroken(f"{kind!r} is not a partner account kind")
+    where = (
+        accounts.c.program_id == program_id,
+        accounts.c.kind == kind,
+        accounts.c.unit == unit,
+        accounts.c.partner == partner,
+        accounts.c.member_id.is_(None),
+    )
+    found = conn.execute(select(accounts.c.id).where(*where)).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        dialect_insert(accounts).on_conflict_do_nothing(
+            index_elements=["program_id", "kind", "unit", "partner"]
+        ),
+        {
+            "program_id": program_id,
+            "member_id": None,
+            "kind": kind,
+            "unit": unit,
+            "partner": partner,
+            "debits_must_not_exceed_credits": False,
+        },
+    )
+    return int(conn.execute(select(accounts.c.id).where(*where)).scalar_one())
+
+
+def _partner_earn(conn: Connection, ctx: Context, op: PartnerEarn) -> Posted:
+    posted = _earn(conn, ctx, op.earn)
+    issued = sum(c.points for c in op.earn.credits if c.points > 0)
+    if issued > 0:
+        source = partner_account(conn, ctx.program_id, PARTNER_ISSUANCE, op.partner, op.earn.unit)
+        issuance = system_account(conn, ctx.program_id, "issuance", op.earn.unit)
+        conn.execute(
+            _INSERT_TRANSFER,
+            _leg(ctx, posted.transaction_id, source, issuance, issued, "single", None),
+        )
+    return posted
+
+
+def _partner_take_back(conn: Connection, ctx: Context, op: PartnerTakeBack) -> Posted:
+    if op.points <= 0:
+        raise InvariantBroken("a partner take-back must be positive")
+    posted = _take_back(conn, ctx, op.take_back)
+    unit = op.take_back.unit
+    target = partner_account(conn, ctx.program_id, PARTNER_ISSUANCE, op.partner, unit)
+    issuance = system_account(conn, ctx.program_id, "issuance", unit)
+    conn.execute(
+        _INSERT_TRANSFER,
+        _leg(ctx, posted.transaction_id, issuance, target, op.points, "single", None),
+    )
+    return posted
+
+
+def _partner_redeem(conn: Connection, ctx: Context, op: PartnerRedeem) -> Posted:
+    if op.points <= 0:
+        raise InvariantBroken("a partner redemption must be positive")
+    done = _existing(conn, ctx, op.idempotency_key)
+    if done is not None:
+        return Posted(done, 0, Balance(0, 0, 0), replayed=True)
+    txn = _header(
+        conn,
+        ctx,
+        "partner_redeem",
+        op.idempotency_key,
+        member_id=op.member_id,
+        reference=op.reference,
+    )
+    redemption = system_account(conn, ctx.program_id, "redemption")
+    target = partner_account(conn, ctx.program_id, PARTNER_REDEMPTION, op.partner)
+    conn.execute(_INSERT_TRANSFER, _leg(ctx, txn, redemption, target, op.points, "single", None))
+    return Posted(txn, 0, Balance(0, 0, 0))

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trofast.memberships.document import MembershipPlans, check_plans
+from trofast.partners.document import Partner, check_partners
 from trofast.rewards.document import PayWithPoints, Reward
 from trofast.rules.document import (
     BUILT_IN_EVENTS,
@@ -108,6 +109,9 @@ class ProgramSpec(Strict):
     pay_with_points: PayWithPoints = PayWithPoints()
     tiers: Tiers = Field(default_factory=list, description="Ordered; the first is the entry tier")
     tier_qualification: TierQualification = TierQualification()
+    partners: list[Partner] = Field(
+        default_factory=list, max_length=500, description="Coalition partners (docs/partners.md)"
+    )
     membership_plans: MembershipPlans = Field(
         default_factory=list, description="Paid memberships (docs/memberships.md)"
     )
@@ -187,11 +191,16 @@ class ProgramSpec(Strict):
                 if self.tiers and tier_id not in tier_ids:
                     raise ValueError(f"rewards.{index}.eligible.tiers.{n}: no tier {tier_id!r}")
         check_plans(self.membership_plans, {reward.id for reward in self.rewards})
+        check_partners(self.partners, [(i, r.partner) for i, r in enumerate(self.rewards)])
         return self
 
     def tier(self, tier_id: str | None) -> Tier | None:
         """The tier `tier_id`, if this version has it."""
         return next((t for t in self.tiers if t.id == tier_id), None)
+
+    def partner(self, partner_id: str | None) -> Partner | None:
+        """The partner `partner_id`, if this version has it."""
+        return next((p for p in self.partners if p.id == partner_id), None)
 
     def reward(self, reward_id: str) -> Reward | None:
         """The catalogue entry `reward_id`, if this version offers it."""

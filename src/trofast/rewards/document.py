@@ -80,6 +80,11 @@ class _Reward(_Strict):
     available_until: AwareDatetime | None = None
     #: Whether returning the purchase a voucher was used on makes it usable again.
     restore_on_return: bool = True
+    partner: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="A partner reward: its vouchers are used at this partner (docs/partners.md)",
+    )
 
     def on_offer(self, now: datetime) -> bool:
         return (self.available_from is None or self.available_from <= now) and (
