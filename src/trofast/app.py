@@ -56,11 +56,13 @@ def create_app(
 
     app = FastAPI(title="Trofast", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
+    # The activities router first: the earn endpoint is the hot path, and no other router's
+    # path matches /v1/activities..., so the order changes nothing but the cost of matching.
     for router in (
+        activities_router,
         programs_router,
         members_router,
         ledger_router,
-        activities_router,
         rewards_router,
         tiers_router,
         memberships_router,

@@ -12,15 +12,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, NoResultFound
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
-from trofast.kit.orm import AnyRow, insert_returning_ids
+from trofast.kit.orm import AnyRow, DriverStatement, bind_time, insert_returning_ids
 from trofast.ledger import repository
 from trofast.ledger.allocation import LotBalance, allocate
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
@@ -288,7 +289,34 @@ _ADD_CREDITS = (
     )
     .returning(*_COUNTERS)
 )
-_system_cache: dict[tuple[str, int], dict[tuple[str, str], int]] = {}
+
+
+class Counters(NamedTuple):
+    """A member account's counters as `_ADD_CREDITS` returns them on the driver (the names
+    of `_COUNTERS`, so `Balance.of` and `.debt`/`.withheld` read it as they read a row)."""
+
+    credits_posted: int
+    debits_posted: int
+    credits_pending: int
+    debits_pending: int
+    debt: int
+    withheld: int
+
+
+# The single earn's statements on the DB-API driver (decision 0005): every column given, so
+# no Python-side default is left to SQLAlchemy; timestamps converted with `bind_time`.
+_HEADER_COLUMNS = tuple(c.name for c in ledger_transactions.c if c.name != "id")
+_LOT_COLUMNS = tuple(c.name for c in lots.c if c.name != "id")
+_TRANSFER_COLUMNS = tuple(c.name for c in transfers.c if c.name != "id")
+_DRIVER_HEADER = DriverStatement(_INSERT_HEADER, _HEADER_COLUMNS)
+_DRIVER_LOT = DriverStatement(_INSERT_LOT, _LOT_COLUMNS)
+_DRIVER_TRANSFER = DriverStatement(_INSERT_TRANSFER, _TRANSFER_COLUMNS)
+_DRIVER_ADD_CREDITS = DriverStatement(_ADD_CREDITS)
+
+#: Per engine (the url rendered once), per program: (kind, unit) -> system account id.
+_system_cache: WeakKeyDictionary[Engine, tuple[str, dict[int, dict[tuple[str, str], int]]]] = (
+    WeakKeyDictionary()
+)
 
 
 def predict_earn(before: Balance, credits: Sequence[Credit], now: datetime) -> Balance:
@@ -436,8 +464,12 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
 
 def system_account(conn: Connection, program_id: int, kind: str, unit: str = POINTS) -> int:
     """The id of a program system account (cached: system accounts never change)."""
-    cache_key = (str(conn.engine.url), program_id)
-    ids = _system_cache.get(cache_key)
+    engine = conn.engine
+    per_engine = _system_cache.get(engine)
+    if per_engine is None:
+        per_engine = _system_cache[engine] = (str(engine.url), {})
+    programs = per_engine[1]
+    ids = programs.get(program_id)
     if ids is None or (kind, unit) not in ids:
         rows = conn.execute(
             select(accounts.c.kind, accounts.c.unit, accounts.c.id).where(
@@ -445,7 +477,7 @@ def system_account(conn: Connection, program_id: int, kind: str, unit: str = POI
             )
         ).all()
         ids = {(str(r.kind), str(r.unit)): int(r.id) for r in rows}
-        _system_cache[cache_key] = ids
+        programs[program_id] = ids
     if (kind, unit) not in ids:
         raise InvariantBroken(f"program {program_id} has no {kind} account in {unit}")
     return ids[(kind, unit)]
@@ -466,7 +498,10 @@ def lock_account(conn: Connection, program_id: int, account_id: int) -> AnyRow:
 def _header(conn: Connection, ctx: Context, kind: str, key: str, **fields: Any) -> int:
     """Insert a ledger transaction header (fields as `_header_values` takes them); its id."""
     values = _header_values(ctx, kind, key, **fields)
-    return int(conn.execute(_INSERT_HEADER, values).scalar_one())
+    dialect = conn.dialect
+    values["effective_at"] = bind_time(values["effective_at"], dialect)
+    values["created_at"] = bind_time(values["created_at"], dialect)
+    return int(_DRIVER_HEADER.execute(conn, values).fetchone()[0])
 
 
 def _header_values(
@@ -544,7 +579,11 @@ def _add_lot(
     credit: Credit,
 ) -> tuple[int, bool]:
     values = _lot_values(ctx, member_id, account_id, transaction_id, activity_id, credit)
-    lot_id = conn.execute(_INSERT_LOT, values).scalar_one()
+    dialect = conn.dialect
+    for name in ("vests_at", "expires_at", "created_at"):
+        if values[name] is not None:
+            values[name] = bind_time(values[name], dialect)
+    lot_id = _DRIVER_LOT.execute(conn, values).fetchone()[0]
     return int(lot_id), bool(values["pending"])
 
 
@@ -653,9 +692,11 @@ def balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, Balance]
 
 
 def _insert_legs(conn: Connection, legs: list[dict[str, Any]]) -> None:
-    """Insert transfer legs; one leg as a plain execute (executemany costs more for one)."""
+    """Insert transfer legs; one leg on the driver (executemany costs more for one)."""
     if len(legs) == 1:
-        conn.execute(_INSERT_TRANSFER, legs[0])
+        _DRIVER_TRANSFER.execute(
+            conn, {**legs[0], "created_at": bind_time(legs[0]["created_at"], conn.dialect)}
+        )
     elif legs:
         conn.execute(_INSERT_TRANSFER, legs)
 
@@ -702,9 +743,12 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
         current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
         return Posted(txn, 0, Balance.of(current))
     _insert_legs(conn, legs)
-    after = conn.execute(
-        _ADD_CREDITS, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
-    ).one()
+    counters = _DRIVER_ADD_CREDITS.execute(
+        conn, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
+    ).fetchone()
+    if counters is None:  # as `.one()` of `Connection.execute` raised it
+        raise NoResultFound("No row was found when one was required")
+    after: Any = Counters(*counters)  # read as a row by `_collect_debt` and `Balance.of`
     if (after.debt > 0 or after.withheld > 0) and posted > 0:
         for lot_id, points, is_pending in new_lots:
             if not is_pending:
