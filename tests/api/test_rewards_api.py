@@ -743,3 +743,24 @@ def test_one_member_racing_itself_gets_the_monthly_limit_once(
     outcomes = Counter("issued" if r.status_code == 201 else r.json()["code"] for r in responses)
     assert outcomes == {"issued": 1, "member_limit_reached": 9}
     assert available(client, pos, member) == 90
+
+
+def test_the_same_redemption_sent_twice_at_once_issues_one_voucher(
+    client: TestClient, pos: Headers, rich: Json, db: Database, shop: ProgramVersion
+) -> None:
+    barrier = threading.Barrier(6)
+
+    def run(_: int) -> httpx.Response:
+        barrier.wait()
+        return client.post(
+            f"/v1/members/{rich['id']}/redemptions",
+            headers=pos,
+            json={"reward": "fifty-off", "reference": "twin"},
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(run, range(6)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["code"] for r in responses}) == 1
+    assert available(client, pos, rich) == 900
+    sound(db, shop)

@@ -218,6 +218,10 @@ def _issue(
     # The member's account row is the lock that serialises one member's redemptions, so
     # per-member limits hold under concurrency; the stock row does the same for stock.
     ledger.lock_account(conn, pid, int(member.account_id))
+    # A twin request with the same reference may have committed while we waited.
+    replayed = _replay(conn, program, member, reward.id, reference)
+    if replayed is not None:
+        return replayed
     if reward.limit is not None:
         since = _period_start(reward.limit.per, now, program)
         held = repository.count_member_vouchers(conn, pid, int(member.id), reward.id, since)
