@@ -227,7 +227,7 @@ def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
     )
     assert (figures["wallet"]["available"], figures["wallet"]["pending"]) == (0, 27_000)
 
-    # The tier view: 28 000 EUR in the rolling quarter; Gold needs 75 000, 47 000 more.
+    # The tier view: 28 000 EUR this quarter; Gold needs 75 000, 47 000 more by 31 March.
     r = client.get(f"/v1/members/{company['loyalty_number']}/tier", headers=pos)
     assert r.status_code == 200, r.text
     tier = r.json()
@@ -237,7 +237,7 @@ def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
         125,
     )
     assert tier["next"]["tier"] == "gold"
-    assert tier["next"]["needed"] == [{"metric": "spend", "needed": 4_700_000, "by": None}]
+    assert tier["next"]["needed"] == [{"metric": "spend", "needed": 4_700_000, "by": "2026-03-31"}]
     history = client.get(f"/v1/members/{company['id']}/tier/history", headers=pos).json()
     assert [(h["from_tier"], h["to_tier"], h["reason"]) for h in history["items"]] == [
         ("partner", "silver", "upgrade")

@@ -604,3 +604,24 @@ def test_window_helpers() -> None:
     assert (start, end) == (local(2026, 2, 28), local(2027, 2, 28))
     assert tiers.following(q, local(2027, 1, 1), STOCKHOLM) == local(2028, 1, 1)
     assert local(2027, 1, 1) - local(2026, 12, 31) == timedelta(days=1)
+
+
+def test_calendar_quarters_qualify_and_review_each_quarter(
+    shop: Callable[..., Shop], clock: FixedClock
+) -> None:
+    """A quarter's sales target: reached in Q1, secured through Q2, reviewed at Q2's end."""
+    s = shop(window="calendar_quarter")
+    m = s.enrol()
+    clock.set(local(2026, 3, 30, 12, 0))
+    assert s.buy(m, 600_000) == tiers.Change(m, "member", "silver", "upgrade")
+    assert (s.row(m).period_start, s.row(m).qualified_until) == (
+        local(2026, 4, 1),
+        local(2026, 7, 1),
+    )
+    clock.set(local(2026, 4, 2, 12, 0))  # a new quarter: March's sales no longer count
+    assert s.view(m).metrics == {"spend": 0}
+    s.buy(m, 200_000)
+    clock.set(local(2026, 7, 1, 0, 30))
+    done = s.review()
+    assert (done.reviewed, done.downgraded) == (1, 1)  # Q2: 2,000 SEK of a 5,000 target
+    assert s.tier(m) == "member"

@@ -62,6 +62,7 @@ class Downgrade(StrEnum):
 
 class Window(StrEnum):
     calendar_year = "calendar_year"
+    calendar_quarter = "calendar_quarter"
     anniversary_year = "anniversary_year"
 
 

@@ -88,6 +88,8 @@ def _add_months(day: date, months: int) -> date:
 
 
 def _months(q: TierQualification) -> int:
+    if q.window is Window.calendar_quarter:
+        return 3
     return q.rolling_months or 12
 
 
@@ -98,6 +100,9 @@ def window(
     today = now.astimezone(zone).date()
     if q.window is Window.calendar_year:
         start, end = date(today.year, 1, 1), date(today.year + 1, 1, 1)
+    elif q.window is Window.calendar_quarter:
+        start = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+        end = _add_months(start, 3)
     elif q.window is Window.anniversary_year:
         assert enrolled_at is not None
         anchor = enrolled_at.astimezone(zone).date()
