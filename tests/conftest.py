@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -26,6 +27,8 @@ from trofast.programs.spec import ProgramSpec
 
 START = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 _program_numbers = itertools.count(1)
+_serial = itertools.count(1)
+Headers = dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +116,33 @@ def pos(program: ProgramVersion, key_for: Callable[..., dict[str, str]]) -> dict
 @pytest.fixture
 def admin(program: ProgramVersion, key_for: Callable[..., dict[str, str]]) -> dict[str, str]:
     return key_for(program, "admin")
+
+
+@pytest.fixture
+def problem() -> Callable[..., dict[str, Any]]:
+    """Assert `response` is an RFC 9457 problem with `status` and `code`; return its body."""
+
+    def check(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        body: dict[str, Any] = response.json()
+        assert body["status"] == status and body["code"] == code, body
+        assert body["type"].endswith(code) and body["title"] and body["detail"]
+        return body
+
+    return check
+
+
+@pytest.fixture
+def enrol(client: TestClient) -> Callable[..., dict[str, Any]]:
+    """Enrol a member (a unique e-mail unless given) and return it."""
+
+    def make(headers: Headers, **fields: Any) -> dict[str, Any]:
+        if "email" not in fields and "phone" not in fields:
+            fields["email"] = f"m{next(_serial)}@example.com"
+        r = client.post("/v1/members", json=fields, headers=headers)
+        assert r.status_code == 201, r.text
+        member: dict[str, Any] = r.json()
+        return member
+
+    return make

@@ -1,5 +1,5 @@
-"""Helpers for the HTTP API tests: enrol members, send activities, snapshot a member's state
-and check problem+json answers. Every test here runs on SQLite and on PostgreSQL (`db`)."""
+"""Helpers for the HTTP API tests: send activities and snapshot a member's state (`enrol`
+and `problem` are in tests/conftest.py). Every test here runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,42 +7,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 Headers = dict[str, str]
 _serial = itertools.count(1)
-
-
-@pytest.fixture
-def problem() -> Callable[..., dict[str, Any]]:
-    """Assert `response` is an RFC 9457 problem with `status` and `code`; return its body."""
-
-    def check(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"].startswith("application/problem+json")
-        body: dict[str, Any] = response.json()
-        assert body["status"] == status and body["code"] == code, body
-        assert body["type"].endswith(code) and body["title"] and body["detail"]
-        return body
-
-    return check
-
-
-@pytest.fixture
-def enrol(client: TestClient) -> Callable[..., dict[str, Any]]:
-    """Enrol a member (a unique e-mail unless given) and return it."""
-
-    def make(headers: Headers, **fields: Any) -> dict[str, Any]:
-        if "email" not in fields and "phone" not in fields:
-            fields["email"] = f"m{next(_serial)}@example.com"
-        r = client.post("/v1/members", json=fields, headers=headers)
-        assert r.status_code == 201, r.text
-        member: dict[str, Any] = r.json()
-        return member
-
-    return make
 
 
 @pytest.fixture

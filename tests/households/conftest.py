@@ -1,5 +1,5 @@
 """Helpers for the household and transfer tests (HTTP through TestClient, SQLite and
-PostgreSQL): enrol members, give them points, check problem+json answers, read events."""
+PostgreSQL): give members points and read events (`enrol` and `problem`: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,40 +7,12 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 Headers = dict[str, str]
 Json = dict[str, Any]
 _serial = itertools.count(1)
-
-
-@pytest.fixture
-def problem() -> Callable[..., Json]:
-    """Assert `response` is an RFC 9457 problem with `status` and `code`; return its body."""
-
-    def check(response: httpx.Response, status: int, code: str) -> Json:
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"].startswith("application/problem+json")
-        body: Json = response.json()
-        assert body["status"] == status and body["code"] == code, body
-        assert body["detail"]
-        return body
-
-    return check
-
-
-@pytest.fixture
-def enrol(client: TestClient) -> Callable[..., Json]:
-    def make(headers: Headers, **fields: Any) -> Json:
-        fields.setdefault("email", f"h{next(_serial)}@example.com")
-        r = client.post("/v1/members", json=fields, headers=headers)
-        assert r.status_code == 201, r.text
-        member: Json = r.json()
-        return member
-
-    return make
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures of the partner tests: the API test helpers, a coalition program and
+"""Fixtures of the partner tests: a member's available points, a coalition program and
 partner-bound keys. Every test runs on SQLite and on PostgreSQL (`db`)."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from coalition import PARTNERS, REWARDS
 from fastapi.testclient import TestClient
@@ -21,32 +20,6 @@ from trofast.programs.service import ProgramVersion
 Headers = dict[str, str]
 Json = dict[str, Any]
 _serial = itertools.count(1)
-
-
-@pytest.fixture
-def problem() -> Callable[..., Json]:
-    """Assert `response` is an RFC 9457 problem with `status` and `code`; return its body."""
-
-    def check(response: httpx.Response, status: int, code: str) -> Json:
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"].startswith("application/problem+json")
-        body: Json = response.json()
-        assert body["status"] == status and body["code"] == code, body
-        return body
-
-    return check
-
-
-@pytest.fixture
-def enrol(client: TestClient) -> Callable[..., Json]:
-    def make(headers: Headers, **fields: Any) -> Json:
-        fields.setdefault("email", f"partner-m{next(_serial)}@example.com")
-        r = client.post("/v1/members", json=fields, headers=headers)
-        assert r.status_code == 201, r.text
-        member: Json = r.json()
-        return member
-
-    return make
 
 
 @pytest.fixture

@@ -115,17 +115,9 @@ class Adjust:
 
 
 @dataclass(frozen=True)
-class Hold:
+class Hold(Spend):
     """Reserve points (a redemption's first phase): held on their lots, soonest-expiring
     first, behind pending transfers until the hold is settled or released."""
-
-    member_id: int
-    account_id: int
-    points: int
-    reference: str
-    idempotency_key: str
-    request_hash: str
-    unit: str = POINTS
 
 
 @dataclass(frozen=True)
@@ -411,37 +403,25 @@ def post(conn: Connection, ctx: Context, op: Operation) -> Posted | None:
     match op:
         case Earn():
             return _earn(conn, ctx, op)
-        case Spend():
+        case Spend():  # and Hold, a Spend whose points stay held until settled
+            hold = isinstance(op, Hold)
             return _debit_lots(
                 conn,
                 ctx,
                 op.member_id,
                 op.account_id,
                 op.points,
-                "spend",
+                "hold" if hold else "spend",
                 "redemption",
                 idempotency_key=op.idempotency_key,
                 request_hash=op.request_hash,
                 reference=op.reference,
+                hold=hold,
             )
         case TakeBack():
             return _take_back(conn, ctx, op)
         case Adjust():
             return _adjust(conn, ctx, op)
-        case Hold():
-            return _debit_lots(
-                conn,
-                ctx,
-                op.member_id,
-                op.account_id,
-                op.points,
-                "hold",
-                "redemption",
-                idempotency_key=op.idempotency_key,
-                request_hash=op.request_hash,
-                reference=op.reference,
-                hold=True,
-            )
         case Settle():
             return _resolve_hold(conn, ctx, op.hold_id, op.idempotency_key, settle=True)
         case Release():
