@@ -124,3 +124,14 @@ def test_tier_only_rewards_and_tier_perks(
         ["free_shipping"],
         True,
     )
+
+
+def test_a_resent_activity_replays_its_tier_change(
+    client: TestClient, pos: Headers, enrol: Callable[..., Json]
+) -> None:
+    member = enrol(pos)
+    first = client.post("/v1/activities", headers=pos, json=purchase("t1", member, 600_000))
+    again = client.post("/v1/activities", headers=pos, json=purchase("t1", member, 600_000))
+    assert again.status_code in (200, 201), again.text
+    assert again.json()["replayed"] is True
+    assert again.json()["new_tier"] == first.json()["new_tier"] == "silver"

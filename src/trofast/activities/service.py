@@ -207,15 +207,16 @@ def _earning(
                 kind=change.kind, plan=change.plan, paid_until=change.paid_until
             )
             result = result.model_copy(update={"membership": done})
-            repository.set_outcome(conn, activity_id, result.points, _stored(result))
     if prepared.evaluation.rewards and member is not None:
         result = _grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
-        repository.set_outcome(conn, activity_id, result.points, _stored(result))
     if member is not None:
         # The activity that crosses a threshold earns at the old tier; the next at the new.
         moved = tiers.on_activity(conn, program, int(member.id), ctx.now, ctx.actor)
         if moved is not None:
             result = result.model_copy(update={"new_tier": moved.to_tier})
+    if result.membership or result.new_tier or prepared.evaluation.rewards:
+        # What happened after the rules ran is part of the answer a resend replays.
+        repository.set_outcome(conn, activity_id, result.points, _stored(result))
     return result
 
 
@@ -610,6 +611,7 @@ def _bulk_earning(
         if ready.evaluation.rewards and ready.member is not None:
             # A granted voucher moves no points, so it changes nothing the batch computed.
             result = _grant_rewards(conn, program, ctx, ready.member, activity_id, ready, result)
+        if result.new_tier or ready.evaluation.rewards:
             repository.set_outcome(conn, activity_id, result.points, _stored(result))
         out[k] = result
     for k, first in copies:
