@@ -7,20 +7,16 @@ SQLite the writers really contend for the file lock)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from trofast.app import create_app
+from racing import MODES, race, racing_clients
 from trofast.kit.clock import FixedClock
-from trofast.kit.db import Database, connect
+from trofast.kit.db import Database
 from trofast.ledger.audit import audit
 
 THREADS = 20
@@ -33,41 +29,12 @@ pytestmark = pytest.mark.filterwarnings(
 Headers = dict[str, str]
 
 
-@pytest.fixture(params=["one_app", "app_per_thread"])
+@pytest.fixture(params=MODES)
 def clients(
     request: pytest.FixtureRequest, db: Database, clock: FixedClock, client: TestClient
 ) -> Iterator[list[TestClient]]:
-    """One TestClient per thread, over a shared or an own database engine."""
-    if request.param == "one_app":
-        yield [client] * THREADS
-        return
-    engines = [connect(db.url, pool_size=2) for _ in range(THREADS)]
-    try:
-        yield [TestClient(create_app(engine, clock)) for engine in engines]
-    finally:
-        for engine in engines:
-            engine.dispose()
-
-
-def race(
-    clients: list[TestClient], send: Callable[[TestClient, int], httpx.Response]
-) -> list[httpx.Response]:
-    """Run `send` in one thread per client, all released at once by a barrier; check that
-    the requests really overlapped in time."""
-    barrier = threading.Barrier(len(clients))
-    spans: list[tuple[float, float]] = []
-
-    def run(index: int) -> httpx.Response:
-        barrier.wait()
-        started = time.perf_counter()
-        response = send(clients[index], index)
-        spans.append((started, time.perf_counter()))
-        return response
-
-    with ThreadPoolExecutor(len(clients)) as pool:
-        responses = list(pool.map(run, range(len(clients))))
-    assert max(start for start, _ in spans) < min(end for _, end in spans), "no overlap"
-    return responses
+    with racing_clients(request.param, db, clock, client, THREADS) as racing:
+        yield racing
 
 
 @pytest.fixture

@@ -4,11 +4,8 @@ transfers from one sender that cannot overdraw it. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from trofast.app import create_app
+from racing import MODES, race, racing_clients
 from trofast.kit.clock import FixedClock
-from trofast.kit.db import Database, connect
+from trofast.kit.db import Database
 from trofast.ledger.audit import audit
 from trofast.programs.service import ProgramVersion
 
@@ -207,40 +204,12 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(params=["one_app", "app_per_thread"])
+@pytest.fixture(params=MODES)
 def clients(
     request: pytest.FixtureRequest, db: Database, clock: FixedClock, client: TestClient
 ) -> Iterator[list[TestClient]]:
-    """One client per thread, over one engine or one engine each (like separate servers)."""
-    if request.param == "one_app":
-        yield [client] * THREADS
-        return
-    engines = [connect(db.url, pool_size=2) for _ in range(THREADS)]
-    try:
-        yield [TestClient(create_app(engine, clock)) for engine in engines]
-    finally:
-        for engine in engines:
-            engine.dispose()
-
-
-def race(
-    clients: list[TestClient], send_one: Callable[[TestClient, int], httpx.Response]
-) -> list[httpx.Response]:
-    """`send_one` from one thread per client, released together; they must overlap."""
-    barrier = threading.Barrier(len(clients))
-    spans: list[tuple[float, float]] = []
-
-    def run(index: int) -> httpx.Response:
-        barrier.wait()
-        started = time.perf_counter()
-        response = send_one(clients[index], index)
-        spans.append((started, time.perf_counter()))
-        return response
-
-    with ThreadPoolExecutor(len(clients)) as pool:
-        responses = list(pool.map(run, range(len(clients))))
-    assert max(s for s, _ in spans) < min(e for _, e in spans), "no overlap"
-    return responses
+    with racing_clients(request.param, db, clock, client, THREADS) as racing:
+        yield racing
 
 
 @pytest.mark.parametrize("policy", [{"enabled": True, "max_points_per_month": 1000}])
