@@ -163,19 +163,6 @@ def revoke_pending(conn: Connection, household_id: int, now: datetime) -> None:
     )
 
 
-def ledger_key_used(conn: Connection, program_id: int, key: str) -> bool:
-    """Whether a ledger transaction was posted under `key`."""
-    return (
-        conn.execute(
-            select(ledger_transactions.c.id).where(
-                ledger_transactions.c.program_id == program_id,
-                ledger_transactions.c.idempotency_key == key,
-            )
-        ).first()
-        is not None
-    )
-
-
 def points_sent_since(
     conn: Connection, program_id: int, member_id: int, account_id: int, since: datetime
 ) -> int:

@@ -52,7 +52,7 @@ def transfer(
     for account_id in sorted((sender_account, recipient_account)):
         ledger.lock_account(conn, program_id, account_id)
     key = f"transfer:{data.reference}"
-    if not repository.ledger_key_used(conn, program_id, f"{key}:out"):
+    if ledger_reads.transaction_by_key(conn, program_id, f"{key}:out") is None:
         _check(conn, program, sender, recipient, sender_account, data.points, now)
     op = ledger.Move(
         member_id=int(sender.id),

@@ -132,6 +132,7 @@ def due_for_expiry(conn: Connection, program_id: int, now: datetime, limit: int)
 
 
 def transaction_by_key(conn: Connection, program_id: int, key: str) -> AnyRow | None:
+    """The ledger transaction posted under idempotency `key`, if any."""
     return conn.execute(
         select(ledger_transactions).where(
             ledger_transactions.c.program_id == program_id,

@@ -520,12 +520,7 @@ def _replay(
     conn: Connection, ctx: Context, key: str, digest: str, account_id: int
 ) -> Posted | None:
     """A previous transaction with this idempotency key: its outcome, or 409 if it differs."""
-    row = conn.execute(
-        select(ledger_transactions.c.id, ledger_transactions.c.request_hash).where(
-            ledger_transactions.c.program_id == ctx.program_id,
-            ledger_transactions.c.idempotency_key == key,
-        )
-    ).first()
+    row = repository.transaction_by_key(conn, ctx.program_id, key)
     if row is None:
         return None
     if row.request_hash != digest:
@@ -1217,13 +1212,8 @@ def _expire(conn: Connection, ctx: Context, lot_id: int) -> Posted | None:
 
 def _existing(conn: Connection, ctx: Context, key: str) -> int | None:
     """The id of the transaction posted under `key`, if any."""
-    value = conn.execute(
-        select(ledger_transactions.c.id).where(
-            ledger_transactions.c.program_id == ctx.program_id,
-            ledger_transactions.c.idempotency_key == key,
-        )
-    ).scalar_one_or_none()
-    return None if value is None else int(value)
+    row = repository.transaction_by_key(conn, ctx.program_id, key)
+    return None if row is None else int(row.id)
 
 
 def _counters(conn: Connection, account_id: int) -> AnyRow:

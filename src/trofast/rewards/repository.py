@@ -172,9 +172,8 @@ def gift_code(conn: Connection, code_id: int) -> str:
 
 def add_gift_codes(
     conn: Connection, program_id: int, pool: str, codes: list[str], now: datetime
-) -> int:
-    """Insert the codes not yet in the pool; how many were new."""
-    before = pool_sizes(conn, program_id).get(pool, (0, 0))[0]
+) -> None:
+    """Insert the codes not yet in the pool (codes already there are skipped)."""
     if codes:
         conn.execute(
             _insert(conn, gift_codes).on_conflict_do_nothing(
@@ -185,21 +184,32 @@ def add_gift_codes(
                 for code in codes
             ],
         )
-    return pool_sizes(conn, program_id).get(pool, (0, 0))[0] - before
+
+
+_POOL_COUNTS = (
+    func.count(),
+    func.coalesce(func.sum(case((gift_codes.c.voucher_id.is_(None), 1), else_=0)), 0),
+)
 
 
 def pool_sizes(conn: Connection, program_id: int) -> dict[str, tuple[int, int]]:
-    """Pool -> (codes in total, codes not yet given out)."""
+    """Pool -> (codes in total, codes not yet given out), for every pool of the program."""
     rows = conn.execute(
-        select(
-            gift_codes.c.pool,
-            func.count(),
-            func.sum(case((gift_codes.c.voucher_id.is_(None), 1), else_=0)),
-        )
+        select(gift_codes.c.pool, *_POOL_COUNTS)
         .where(gift_codes.c.program_id == program_id)
         .group_by(gift_codes.c.pool)
     )
-    return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows}
+    return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+
+def pool_size(conn: Connection, program_id: int, pool: str) -> tuple[int, int]:
+    """(codes in total, codes not yet given out) of one pool."""
+    row = conn.execute(
+        select(*_POOL_COUNTS).where(
+            gift_codes.c.program_id == program_id, gift_codes.c.pool == pool
+        )
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def donation_totals(conn: Connection, program_id: int) -> list[AnyRow]:

@@ -298,7 +298,7 @@ def _issue(
     voucher_id = repository.insert_voucher(conn, values)
     if gift is not None and reward.type == "gift_card" and reward.pool is not None:
         repository.assign_gift_code(conn, int(gift.id), voucher_id)
-        left = repository.pool_sizes(conn, pid).get(reward.pool, (0, 0))[1]
+        _, left = repository.pool_size(conn, pid, reward.pool)
         if left <= reward.low_stock:
             raise_event(
                 conn,
@@ -602,8 +602,10 @@ def import_codes(
     cleaned = list(dict.fromkeys(code.strip() for code in codes if code.strip()))
     if any(len(code) > 100 for code in cleaned):
         raise invalid("invalid_code", "A gift-card code has at most 100 characters.")
-    added = repository.add_gift_codes(conn, program_id, pool, cleaned, now)
-    available = repository.pool_sizes(conn, program_id).get(pool, (0, 0))[1]
+    before, _ = repository.pool_size(conn, program_id, pool)
+    repository.add_gift_codes(conn, program_id, pool, cleaned, now)
+    total, available = repository.pool_size(conn, program_id, pool)
+    added = total - before
     return ImportOut(pool=pool, added=added, duplicates=len(codes) - added, available=available)
 
 

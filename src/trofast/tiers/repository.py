@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from trofast.activities.models import activities
 from trofast.kit.orm import AnyRow
-from trofast.ledger.models import accounts, ledger_transactions, lots
+from trofast.ledger.models import accounts, lots
 from trofast.tiers.document import Metric, PointsSource, TierQualification
 from trofast.tiers.models import member_tiers, tier_history
 
@@ -103,19 +103,6 @@ def history(conn: Connection, program_id: int, member_id: int, limit: int) -> li
             .order_by(tier_history.c.id.desc())
             .limit(limit)
         ).all()
-    )
-
-
-def ledger_key_used(conn: Connection, program_id: int, key: str) -> bool:
-    """Whether a ledger transaction with idempotency `key` exists (read-only)."""
-    return (
-        conn.execute(
-            select(ledger_transactions.c.id).where(
-                ledger_transactions.c.program_id == program_id,
-                ledger_transactions.c.idempotency_key == key,
-            )
-        ).first()
-        is not None
     )
 
 

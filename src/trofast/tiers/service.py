@@ -388,7 +388,7 @@ def _welcome(
     """The tier's welcome points, once per tier and member (the ledger key says so)."""
     tier = program.spec.tiers[to]
     key = f"tier-welcome:{member_id}:{tier.id}"
-    if repository.ledger_key_used(conn, program.program_id, key):
+    if ledger_reads.transaction_by_key(conn, program.program_id, key) is not None:
         return
     account = ledger_reads.member_account(conn, member_id, ledger.POINTS)
     if account is None:
