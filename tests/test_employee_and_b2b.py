@@ -213,7 +213,7 @@ def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
     # below the 5 000 EUR rebate minimum.
     clock.advance(timedelta(hours=2))
     small = order("SO-4420", 100_000, "aino")
-    assert {e["rule"]: e["points"] for e in small["effects"]} == {"base": 10, "silver-boost": 2}
+    assert {e["rule"]: e["points"] for e in small["effects"]} == {"base": 10, "tier-boost": 2}
     assert (small["cashback"], small["tier"], small["new_tier"]) == (0, "silver", None)
 
     # The company's account holds both buyers' earnings: 150 + 120 + 12 = 282 points pending

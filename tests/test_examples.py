@@ -92,8 +92,8 @@ def test_fashion_denim_weeks_for_a_silver_member() -> None:
     )
     result = engine.evaluate(spec, order, member(tier="silver"))
     # base: shipping excluded, 89900 + 24900 = 114800 -> 114 points (1 per full 10 SEK)
-    # silver: +25 % of 114 = 28.5 -> 28;  denim: base on the jeans alone = 89 -> +89
-    assert by_rule(result) == {"base": 114, "silver-boost": 28, "denim-weeks": 89}
+    # tier-boost: silver's 125 % of 114 = +28.5 -> 28;  denim: base on the jeans alone = 89 -> +89
+    assert by_rule(result) == {"base": 114, "tier-boost": 28, "denim-weeks": 89}
     assert result.total_points == 231
     # bonus check: 1 % of 114800 öre = 1148 öre; the Gold 3 % is not this member's
     assert [(c.rule, c.amount) for c in result.cashback] == [("bonus-check", 1148)]
@@ -113,8 +113,8 @@ def test_fashion_gold_member_first_app_order_after_the_campaign() -> None:
         channel="app",
     )
     result = engine.evaluate(spec, order, member(tier="gold"))
-    # base: 149900 -> 149; gold +50 % -> 74 (74.5 down); first app order 50
-    assert by_rule(result) == {"base": 149, "first-app-order": 50, "gold-boost": 74}
+    # base: 149900 -> 149; tier-boost at gold's 150 % -> +74 (74.5 down); first app order 50
+    assert by_rule(result) == {"base": 149, "first-app-order": 50, "tier-boost": 74}
     # bonus check, best of the group: 3 % of 89900 (outlet excluded) = 2697 beats 1 % = 899
     assert [(c.rule, c.amount) for c in result.cashback] == [("bonus-check-gold", 2697)]
     # the app bonus is once ever
@@ -141,8 +141,8 @@ def test_airline_gold_member_on_a_flex_fare() -> None:
         fare_paid=249900,
     )
     result = engine.evaluate(spec, flight, member(tier="gold"))
-    # 390 km x 150 % = 585; gold +50 % of 585 = 292.5 -> 292
-    assert by_rule(result) == {"flight-distance": 585, "status-gold": 292}
+    # 390 km x 150 % = 585; status-bonus at gold's 150 %: +292.5 -> 292
+    assert by_rule(result) == {"flight-distance": 585, "status-bonus": 292}
 
 
 def test_airline_campaign_and_its_budget() -> None:
@@ -157,8 +157,9 @@ def test_airline_campaign_and_its_budget() -> None:
         fare_paid=149900,
     )
     result = engine.evaluate(spec, flight, member(tier="silver"))
-    # 1730 x 100 % = 1730; silver +25 % = 432 (432.5 down); campaign +100 % of 1730
-    assert by_rule(result) == {"flight-distance": 1730, "status-silver": 432, "nice-spring": 1730}
+    # 1730 x 100 % = 1730; status-bonus at silver's 125 %: +432 (432.5 down); campaign
+    # +100 % of 1730
+    assert by_rule(result) == {"flight-distance": 1730, "status-bonus": 432, "nice-spring": 1730}
     assert result.total_points == 3892
     # 1 000 points left in the campaign budget: it gives those and no more
     nearly_spent = Counters(program={"nice-spring:budget": 1_999_000})
@@ -347,3 +348,63 @@ def test_local_dates_decide_the_campaign_window() -> None:
     next_morning = purchase(datetime(2026, 3, 16, 0, 30, tzinfo=STOCKHOLM), jeans)
     assert by_rule(engine.evaluate(spec, last_evening, member()))["denim-weeks"] == 89
     assert "denim-weeks" not in by_rule(engine.evaluate(spec, next_morning, member()))
+
+
+# --- tier earn multipliers: one rule `by: tier`, the percent on the tier -------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "activity", "expected"),
+    [
+        # fashion, after the denim weeks: 114 800 öre of clothes -> base 114;
+        # silver 125 %: +28 (28.5 down); gold 150 %: +57
+        (
+            "fashion-eshop",
+            purchase(
+                datetime(2026, 4, 7, 12, 0, tzinfo=STOCKHOLM),
+                Line("JEANS-501-32", 1, 89900, "denim"),
+                Line("TEE-ORG-M", 1, 24900, "tops"),
+            ),
+            {"club": 114, "silver": 114 + 28, "gold": 114 + 57},
+        ),
+        # airline: 1 730 km classic -> 1 730; silver +432 (432.5 down); gold +865
+        (
+            "airline",
+            event(
+                "flight",
+                datetime(2026, 8, 1, 9, 0, tzinfo=OSLO),
+                operated_by="NL",
+                route="OSL-TOS",
+                distance_km=1730,
+                fare_family="classic",
+            ),
+            {"blue": 1730, "silver": 1730 + 432, "gold": 1730 + 865},
+        ),
+        # B2B: 9 950 EUR of fittings -> base 99 (no heat pumps); silver +24 (24.75 down);
+        # gold +49 (49.5 down)
+        (
+            "b2b-distributor",
+            purchase(
+                datetime(2026, 2, 2, 10, 0, tzinfo=HELSINKI),
+                Line("FIT-22MM-BOX", 50, 995000, "fittings"),
+            ),
+            {"partner": 99, "silver": 99 + 24, "gold": 99 + 49},
+        ),
+    ],
+    ids=["fashion-eshop", "airline", "b2b-distributor"],
+)
+def test_tier_multiplier_counts_once(
+    name: str, activity: ActivityFacts, expected: dict[str, int]
+) -> None:
+    spec = load(name)
+    got = {
+        tier.id: engine.evaluate(spec, activity, member(tier=tier.id)).total_points
+        for tier in spec.tiers
+    }
+    assert got == expected
+    # The extra comes from one rule, noted with the tier and its percent.
+    gold = engine.evaluate(spec, activity, member(tier="gold"))
+    boost = [o for o in gold.outcomes if o.note.startswith("tier gold")]
+    assert [(o.value, o.note) for o in boost] == [
+        (expected["gold"] - got[spec.tiers[0].id], "tier gold: 150 %")
+    ]

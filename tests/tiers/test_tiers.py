@@ -405,6 +405,11 @@ def test_points_metric_of_purchases_only(
     rules = [
         {"id": "base", "effect": {"kind": "per_amount", "points": 1, "per_amount": 1000}},
         {"id": "visit", "on": "store_visit", "effect": {"kind": "fixed", "points": 80}},
+        {
+            "id": "boost",
+            "priority": 200,
+            "effect": {"kind": "multiplier", "by": "tier", "of": ["base"]},
+        },
     ]
     levels = [
         TIERS[0],

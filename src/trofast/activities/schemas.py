@@ -161,6 +161,7 @@ class ActivityResult(BaseModel):
     )
     effects: list[EffectOut] = Field(default_factory=list)
     tier: str | None = Field(None, description="The member's tier the rules saw, if tiers exist")
+    plan: str | None = Field(None, description="The member's running plan the rules saw, if any")
     new_tier: str | None = Field(None, description="The tier this activity lifted the member to")
     membership: MembershipChangeOut | None = Field(
         None, description="What a membership event changed (none: nothing, e.g. a repeat)"

@@ -419,6 +419,7 @@ def _prepare(
         cashback=sum(c.amount for c in evaluation.cashback),
         effects=effects,
         tier=standing.tier,
+        plan=standing.plan,
         notes=[f"{o.rule}: {o.note}" for o in evaluation.outcomes if o.note],
         balance=None if expected is None else BalanceOut.of(expected),
         program_version=program.version,
@@ -821,10 +822,11 @@ def _take_back(
     kept = engine.Evaluation()
     if left > 0:  # nothing left of the purchase keeps nothing, not even fixed bonuses
         rest = _remaining(original, returned, left)
-        # Priced as the member was when earning (tier included): a suspension or a tier
-        # change since changes nothing here.
+        # Priced as the member was when earning (tier and plan included): a suspension or
+        # a tier or plan change since changes nothing here.
         as_earned = dataclasses.replace(
-            snapshot(member, original.result.get("tier")), status="active"
+            snapshot(member, original.result.get("tier"), original.result.get("plan")),
+            status="active",
         )
         kept = engine.evaluate(earned_under.spec, rest, as_earned, counters=None)
     claim = int(original.points) + sum(int(r.points) for r in earlier) - kept.total_points

@@ -2,8 +2,8 @@
 
 A plan is something members pay for through the business's payment provider (monthly or
 yearly, optionally after a free trial) and that grants benefits like a tier: perks, an
-earn multiplier shown to members (the extra points themselves come from rules), and
-rewards only its members may redeem. Documented with an example in docs/memberships.md.
+earn multiplier (paid by a `multiplier` rule `by: plan`), and rewards only its members
+may redeem. Documented with an example in docs/memberships.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class MembershipPlan(BaseModel):
     )
     perks: list[Annotated[str, Field(pattern=PERK)]] = Field(default_factory=list, max_length=20)
     earn_multiplier_percent: int = Field(
-        100, ge=100, le=1000, description="Shown to members; the extra points come from rules"
+        100, ge=100, le=1000, description="Paid by a multiplier rule with `by: plan`"
     )
     rewards: list[Annotated[str, Field(pattern=REWARD_ID)]] = Field(
         default_factory=list, max_length=200, description="Rewards only members may redeem"

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trofast.memberships.document import MembershipPlans, check_plans
+from trofast.memberships.document import MembershipPlan, MembershipPlans, check_plans
 from trofast.partners.document import Partner, check_partners
 from trofast.rewards.document import PayWithPoints, Reward
 from trofast.rules.document import (
@@ -166,6 +166,13 @@ class ProgramSpec(Strict):
                             f"{where}.effect.of: {target!r} must run before every rule of "
                             f"group {rule.group!r} (lower priority number)"
                         )
+            if (
+                isinstance(effect, Multiplier)
+                and effect.by is not None
+                and not (self.tiers if effect.by == "tier" else self.membership_plans)
+            ):
+                what = "tiers" if effect.by == "tier" else "membership_plans"
+                raise ValueError(f"{where}.effect.by: the program has no {what}")
             if isinstance(effect, Stamp) and effect.card not in cards:
                 raise ValueError(f"{where}.effect.card: no stamp card {effect.card!r}")
             if isinstance(effect, GrantReward) and self.reward(effect.reward) is None:
@@ -191,6 +198,8 @@ class ProgramSpec(Strict):
                 if self.tiers and tier_id not in tier_ids:
                     raise ValueError(f"rewards.{index}.eligible.tiers.{n}: no tier {tier_id!r}")
         check_plans(self.membership_plans, {reward.id for reward in self.rewards})
+        if self.rules is not None:
+            _multipliers_paid(self.rules, self.tiers, self.membership_plans)
         check_partners(self.partners, [(i, r.partner) for i, r in enumerate(self.rewards)])
         return self
 
@@ -225,6 +234,25 @@ class ProgramSpec(Strict):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+def _multipliers_paid(rules: list[Rule], tiers: list[Tier], plans: list[MembershipPlan]) -> None:
+    """A tier or plan that promises an earn multiplier needs a rule that pays it (a
+    `multiplier` effect `by: tier` or `by: plan`): a percent is never display-only."""
+    paid = {r.effect.by for r in rules if isinstance(r.effect, Multiplier)}
+    promised: tuple[tuple[str, str, list[int]], ...] = (
+        ("tiers", "tier", [tier.earn_multiplier_percent for tier in tiers]),
+        ("membership_plans", "plan", [plan.earn_multiplier_percent for plan in plans]),
+    )
+    for field, by, percents in promised:
+        if by in paid:
+            continue
+        for index, percent in enumerate(percents):
+            if percent != 100:
+                raise ValueError(
+                    f"{field}.{index}.earn_multiplier_percent: no rule pays it; add a rule "
+                    f"with effect {{kind: multiplier, by: {by}, of: [...]}}"
+                )
 
 
 class SpecError(Exception):

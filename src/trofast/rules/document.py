@@ -154,12 +154,23 @@ class PerUnit(Strict):
 class Multiplier(Strict):
     """Multiply what the rules in `of` earned (on this rule's qualifying lines) by `percent`/100.
 
-    `percent: 200` doubles them: the rule adds the extra 100%.
+    `percent: 200` doubles them: the rule adds the extra 100%. `by: tier` (or `by: plan`)
+    takes the percent from the member's tier (or paid-membership plan) instead: its
+    `earn_multiplier_percent`, which so lives in one place (docs/decisions/0006).
     """
 
     kind: Literal["multiplier"]
-    percent: int = Field(gt=100, le=10_000)
+    percent: int | None = Field(None, gt=100, le=10_000)
+    by: Literal["tier", "plan"] | None = Field(
+        None, description="Take the percent from the member's tier or plan"
+    )
     of: list[str] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _one_percent(self) -> Multiplier:
+        if (self.percent is None) == (self.by is None):
+            raise ValueError("give either percent or by (tier or plan)")
+        return self
 
 
 class FromAttribute(Strict):

@@ -36,6 +36,7 @@ from trofast.rules.document import (
     Limits,
     LineFilter,
     MemberLimit,
+    Multiplier,
     PerAmount,
     Period,
     PerUnit,
@@ -291,6 +292,8 @@ class CompiledProgram:
     reads_lines: bool
     #: triggers with skippable rules
     skippable: Mapping[str, bool]
+    #: earn_multiplier_percent per tier id (`tier`) and per plan id (`plan`), for `by`
+    percents: Mapping[str, Mapping[str, int]]
     _filtered: tuple[_CompiledRule, ...] = field(repr=False)
     _line_rules: dict[_LineShape, tuple[int, ...]] = field(
         default_factory=dict, repr=False, compare=False
@@ -342,7 +345,8 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
                     effect=PerAmount(
                         kind="per_amount", points=spec.earn.points, per_amount=spec.earn.per_amount
                     ),
-                )
+                ),
+                *_implicit_multipliers(spec),
             ]
     compiled_rules = [
         _CompiledRule(
@@ -397,11 +401,30 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
         member_fields=fields & _DERIVED_MEMBER_FIELDS,
         reads_lines=any(_reads_lines(c.rule) for c in by_trigger.get("purchase", ())),
         skippable={k: any(c.skippable for c in v) for k, v in by_trigger.items()},
+        percents={
+            "tier": {tier.id: tier.earn_multiplier_percent for tier in spec.tiers},
+            "plan": {plan.id: plan.earn_multiplier_percent for plan in spec.membership_plans},
+        },
         _filtered=tuple(c for c in compiled_rules if c.lists is not None),
     )
     with _compile_lock:
         _compiled[id(spec)] = (spec, program)
     return program
+
+
+def _implicit_multipliers(spec: ProgramSpec) -> list[Rule]:
+    """A program without `rules:` earns by `earn` alone: its tiers' and plans'
+    earn_multiplier_percent multiply those base points (rules `tier-multiplier`,
+    `plan-multiplier`; a program with rules says so itself with `by`)."""
+    found = []
+    for by, percents in (
+        ("tier", [tier.earn_multiplier_percent for tier in spec.tiers]),
+        ("plan", [plan.earn_multiplier_percent for plan in spec.membership_plans]),
+    ):
+        if any(percent > 100 for percent in percents):
+            effect = Multiplier(kind="multiplier", by=by, of=[BASE_RULE])
+            found.append(Rule(id=f"{by}-multiplier", priority=1000, effect=effect))
+    return found
 
 
 def _reads_lines(rule: Rule) -> bool:
@@ -935,6 +958,8 @@ def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
     if raw <= 0:
         return 0, ""
     value, note = _limit(run, compiled, raw) if compiled.limited else (raw, "")
+    if effect.kind == "multiplier" and effect.by is not None and not note:
+        note = f"{effect.by} {_standing(run, effect)}: {_percent(run, effect)} %"
     if dry or value <= 0:
         return value, note
     run.earned[rule.id] = value
@@ -978,6 +1003,7 @@ def _raw_value(
             factor = effect.factors.get(str(attributes.get(effect.factor_by)), factor)
         return int(base) * effect.points * factor // (effect.per * 100)
     if effect.kind == "multiplier":
+        percent = _percent(run, effect)
         extra = 0
         earned = run.earned
         for target_id in effect.of:
@@ -988,9 +1014,23 @@ def _raw_value(
                 base = earned[target_id]
             else:
                 base = min(earned[target_id], _restricted(run, target, chosen))
-            extra += base * (effect.percent - 100) // 100
+            extra += base * (percent - 100) // 100
         return extra
     return 0
+
+
+def _standing(run: _Run, effect: Multiplier) -> str | None:
+    """The member's tier or plan id, for a multiplier `by` it."""
+    return cast(str | None, run.ctx["tier.name" if effect.by == "tier" else "member.plan"])
+
+
+def _percent(run: _Run, effect: Multiplier) -> int:
+    """The multiplier's percent: its own, or that of the member's tier or plan (100 if none).
+    Rounding: each target's extra, base * (percent - 100) // 100, is rounded down."""
+    if effect.percent is not None:
+        return effect.percent
+    assert effect.by is not None
+    return run.program.percents[effect.by].get(_standing(run, effect) or "", 100)
 
 
 def _restricted(run: _Run, target: _CompiledRule, chosen: Sequence[int]) -> int:

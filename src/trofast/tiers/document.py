@@ -106,7 +106,7 @@ class Tier(_Strict):
         description="Per metric of the qualification; the entry tier has none",
     )
     earn_multiplier_percent: int = Field(
-        100, ge=100, le=1000, description="Points earned in this tier, in percent of the base"
+        100, ge=100, le=1000, description="Paid by a multiplier rule with `by: tier`"
     )
     perks: list[Annotated[str, Field(pattern=PERK)]] = Field(default_factory=list, max_length=20)
     welcome_points: int = Field(
