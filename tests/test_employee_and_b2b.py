@@ -166,16 +166,30 @@ def test_employee_recognitions_milestones_and_a_gift_card(
     sound(db, program)
 
 
-# -- B2B distributor: a company with two buyers -----------------------------------------------
+# -- B2B distributor: a company with two users ------------------------------------------------
 
 
-def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
+def test_b2b_company_with_two_users_reaches_the_quarter_targets(
     client: TestClient, db: Database, clock: FixedClock, key_for: Callable[..., Headers]
 ) -> None:
     program = apply_example(db, clock, "b2b-distributor")
     pos = key_for(program, "pos")
-    # The company is the member; its buyers send their orders with its loyalty number.
-    company = enrol(client, pos, last_name="Lämpö & Putki Oy", external_id="C-310")
+    # The company is the member (kind company); its buyers are its users.
+    company = enrol(
+        client,
+        pos,
+        last_name="Lämpö & Putki Oy",
+        external_id="C-310",
+        email="osto@lampoputki.example",
+        kind="company",
+    )
+    users = f"/v1/members/{company['loyalty_number']}/users"
+    for buyer in (
+        {"external_id": "C-310-aino", "name": "Aino", "email": "aino@lampoputki.example"},
+        {"external_id": "C-310-mikael", "name": "Mikael", "role": "buyer"},
+    ):
+        r = client.post(users, headers=pos, json=buyer)
+        assert r.status_code == 201, r.text
 
     def order(external_id: str, amount: int, buyer: str) -> Json:
         return send(
@@ -183,8 +197,9 @@ def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
             pos,
             {
                 "type": "purchase",
-                "external_id": f"{external_id}-{buyer}",  # the ERP order number names the buyer
+                "external_id": external_id,
                 "loyalty_number": company["loyalty_number"],
+                "user_external_id": f"C-310-{buyer}",
                 "amount": amount,
                 "currency": "EUR",
                 "channel": "online",
@@ -192,54 +207,67 @@ def test_b2b_company_with_two_buyers_reaches_the_quarter_target(
             },
         )
 
-    # Buyer Aino: 15 000 EUR of fittings: 150 points, 1 % rebate = 15 000 cents. Partner tier.
-    aino = order("SO-4417", 1_500_000, "aino")
-    assert (aino["points"], aino["cashback"], aino["tier"], aino["new_tier"]) == (
-        150,
-        15_000,
-        "partner",
+    def earned(answer: Json) -> tuple[dict[str, int], int, str, str | None]:
+        points = {e["rule"]: e["points"] for e in answer["effects"] if e["points"]}
+        return points, answer["cashback"], answer["tier"], answer["new_tier"]
+
+    # Aino, 1 000 EUR of fittings as a Partner (100 %): base 10 points; below the 5 000 EUR
+    # rebate minimum.
+    assert earned(order("SO-4416", 100_000, "aino")) == ({"base": 10}, 0, "partner", None)
+    # Aino, 15 000 EUR: 150 points, 1 % rebate = 15 000 cents.
+    assert earned(order("SO-4417", 1_500_000, "aino")) == ({"base": 150}, 15_000, "partner", None)
+    # Mikael, 12 000 EUR. The company's quarter now holds 28 000 EUR >= the 25 000 EUR Silver
+    # target: up at once; this order still earns at the Partner tier.
+    mikael = order("SO-4418", 1_200_000, "mikael")
+    assert earned(mikael) == ({"base": 120}, 12_000, "partner", "silver")
+    clock.advance(timedelta(hours=2))
+    # The same 1 000 EUR order by Aino as Silver (125 %): base 10 + tier-boost 2 (2.5 down).
+    assert earned(order("SO-4420", 100_000, "aino")) == (
+        {"base": 10, "tier-boost": 2},
+        0,
+        "silver",
         None,
     )
-    # Buyer Mikael: 12 000 EUR. The company's three months now hold 27 000 EUR >= the
-    # 25 000 EUR Silver target: up at once; this order still earns at the Partner tier.
-    mikael = order("SO-4418", 1_200_000, "mikael")
-    assert (mikael["points"], mikael["cashback"], mikael["tier"], mikael["new_tier"]) == (
-        120,
-        12_000,
-        "partner",
-        "silver",
+    # Mikael, 47 000 EUR as Silver: base 470 + 117 (117.5 down); the 2 % volume rebate =
+    # 94 000 cents. The quarter holds 76 000 EUR >= 75 000: Gold from the next order on.
+    big = order("SO-4421", 4_700_000, "mikael")
+    assert earned(big) == ({"base": 470, "tier-boost": 117}, 94_000, "silver", "gold")
+    assert "tier-boost: tier silver: 125 %" in big["notes"]
+    # And 1 000 EUR by Aino as Gold (150 %): base 10 + tier-boost 5.
+    assert earned(order("SO-4422", 100_000, "aino")) == (
+        {"base": 10, "tier-boost": 5},
+        0,
+        "gold",
+        None,
     )
-    # The next order, 1 000 EUR by Aino, earns as Silver: base 10 + 25 % (2.5 -> 2); it is
-    # below the 5 000 EUR rebate minimum.
-    clock.advance(timedelta(hours=2))
-    small = order("SO-4420", 100_000, "aino")
-    assert {e["rule"]: e["points"] for e in small["effects"]} == {"base": 10, "tier-boost": 2}
-    assert (small["cashback"], small["tier"], small["new_tier"]) == (0, "silver", None)
 
-    # The company's account holds both buyers' earnings: 150 + 120 + 12 = 282 points pending
-    # (45 vesting days), Silver's 2 500 welcome points (the target bonus) available at once,
-    # and 15 000 + 12 000 cents = 270 EUR of rebates pending in the wallet.
+    # Both users' orders earned for the company: 10 + 150 + 120 + 12 + 587 + 15 = 894 points
+    # pending (45 vesting days); the target bonuses (Silver 2 500, Gold 7 500 welcome points)
+    # available at once; 15 000 + 12 000 + 94 000 cents of rebates pending in the wallet.
     figures = balance(client, pos, company)
     assert (figures["available"], figures["pending"], figures["lifetime_earned"]) == (
-        2500,
-        282,
-        2782,
+        10_000,
+        894,
+        10_894,
     )
-    assert (figures["wallet"]["available"], figures["wallet"]["pending"]) == (0, 27_000)
+    assert (figures["wallet"]["available"], figures["wallet"]["pending"]) == (0, 121_000)
 
-    # The tier view: 28 000 EUR this quarter; Gold needs 75 000, 47 000 more by 31 March.
+    # The quarter's target is the company's: 77 000 EUR spent by its two users.
     r = client.get(f"/v1/members/{company['loyalty_number']}/tier", headers=pos)
     assert r.status_code == 200, r.text
     tier = r.json()
     assert (tier["tier"], tier["metrics"], tier["earn_multiplier_percent"]) == (
-        "silver",
-        {"spend": 2_800_000},
-        125,
+        "gold",
+        {"spend": 7_700_000},
+        150,
     )
-    assert tier["next"]["tier"] == "gold"
-    assert tier["next"]["needed"] == [{"metric": "spend", "needed": 4_700_000, "by": "2026-03-31"}]
+    assert tier["next"] is None
     history = client.get(f"/v1/members/{company['id']}/tier/history", headers=pos).json()
     assert [(h["from_tier"], h["to_tier"], h["reason"]) for h in history["items"]] == [
-        ("partner", "silver", "upgrade")
+        ("silver", "gold", "upgrade"),
+        ("partner", "silver", "upgrade"),
     ]
+    # A buyer's e-mail finds the company.
+    found = client.get("/v1/members?email=aino@lampoputki.example", headers=pos).json()["items"]
+    assert [m["id"] for m in found] == [company["id"]]
     sound(db, program)

@@ -6,7 +6,7 @@ from trofast.households.models import household_invites, households
 from trofast.kit.idempotency import idempotency_keys
 from trofast.kit.orm import metadata
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
-from trofast.members.models import members
+from trofast.members.models import member_users, members
 from trofast.memberships.models import membership_history, memberships
 from trofast.notify.models import outbox
 from trofast.partners.models import partner_activities
@@ -25,6 +25,7 @@ __all__ = [
     "ledger_transactions",
     "lots",
     "member_tiers",
+    "member_users",
     "members",
     "membership_history",
     "memberships",

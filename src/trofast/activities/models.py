@@ -35,6 +35,8 @@ activities = Table(
     Column("points", BigInteger, nullable=False),
     Column("result", JSON, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    #: The member's user who made it (a company's buyer), if the activity named one.
+    Column("user_id", Id, ForeignKey("member_users.id"), nullable=True),
     UniqueConstraint("program_id", "external_id"),
     Index(None, "program_id", "member_id", "occurred_at"),
     Index(None, "program_id", "occurred_at"),

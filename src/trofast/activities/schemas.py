@@ -46,6 +46,12 @@ class _MemberRef(BaseModel):
 
     member_id: int | None = Field(None, gt=0, le=MAX_ID)
     loyalty_number: str | None = Field(None, min_length=1, max_length=20)
+    user_external_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="The member's user who made it (a company's buyer, see /members/{ref}/users)",
+    )
 
     @model_validator(mode="after")
     def _one_ref(self) -> _MemberRef:

@@ -168,6 +168,11 @@ def _earning(
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
         member = _lock_member(conn, program.program_id, data.member_id, data.loyalty_number)
+    user_id = None
+    if data.user_external_id is not None:  # a company's user: checked to be the member's
+        if member is None:
+            raise invalid("unknown_user", "A user acts for a member: name the member.")
+        user_id = members.acting_user(conn, program.program_id, member.id, data.user_external_id)
     counters = engine.NO_COUNTERS
     facts = facts_of(data, occurred_at)
     if member is not None:
@@ -182,7 +187,8 @@ def _earning(
     if member is not None:
         standing = _standings(conn, program, [int(member.id)], ctx.now)[int(member.id)]
     prepared = _prepare(program, ctx, data, facts, member, standing, before, counters, body, digest)
-    activity_id = repository.insert_new(conn, prepared.row)
+    row = prepared.row if user_id is None else {**prepared.row, "user_id": user_id}
+    activity_id = repository.insert_new(conn, row)
     if activity_id is None:
         existing = repository.find(conn, program.program_id, data.external_id)
         if existing is None:
@@ -552,6 +558,8 @@ def _bulk_earning(
             raise _UseSinglePath()
         if _is_membership_event(program, item):
             raise _UseSinglePath()  # a membership changes one event at a time
+        if item.user_external_id is not None:
+            raise _UseSinglePath()  # a company's user is checked one by one
         first_seen[item.external_id] = k
         accepted.append((k, facts_of(item, occurred_at), member))
     counts, shared = _load_batch_counters(conn, program, ctx, accepted)

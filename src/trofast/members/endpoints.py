@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
@@ -14,7 +14,15 @@ from trofast.http import Services, idempotent, require, services
 from trofast.kit.auth import Principal, Scope
 from trofast.kit.errors import Problem
 from trofast.members import service
-from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch
+from trofast.members.schemas import (
+    MemberIn,
+    MemberOut,
+    MemberPage,
+    MemberPatch,
+    UserIn,
+    UserList,
+    UserOut,
+)
 from trofast.programs import service as programs
 from trofast.programs.service import ProgramVersion
 
@@ -121,3 +129,47 @@ def update_member(
         )
         _profile_event(conn, program, member, now, principal.actor)
         return member
+
+
+@router.post("/{ref}/users", status_code=201, response_model=UserOut)
+def add_user(
+    ref: str,
+    data: UserIn,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """Add a user (a buyer...) to a company member; its activities earn for the member."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        return idempotent(
+            conn,
+            principal,
+            idempotency_key,
+            lambda: ("add_user", {"member": ref, **data.model_dump(mode="json")}),
+            201,
+            lambda: service.add_user(conn, principal.program_id, ref, data, now),
+            now,
+        )
+
+
+@router.get("/{ref}/users", response_model=UserList)
+def list_users(
+    ref: str, principal: Principal = Depends(require(Scope.read)), svc: Services = Depends(services)
+) -> UserList:
+    """The member's current users."""
+    with svc.db.read() as conn:
+        return service.users(conn, principal.program_id, ref)
+
+
+@router.delete("/{ref}/users/{external_id}", status_code=204)
+def remove_user(
+    ref: str,
+    external_id: str,
+    principal: Principal = Depends(require(Scope.pos)),
+    svc: Services = Depends(services),
+) -> Response:
+    """Remove a user from the member (its name and e-mail are erased)."""
+    with svc.db.write() as conn:
+        service.remove_user(conn, principal.program_id, ref, external_id, svc.clock.now())
+    return Response(status_code=204)

@@ -1,6 +1,18 @@
-"""Table: members."""
+"""Tables: members, and the users of a member that is a company."""
 
-from sqlalchemy import JSON, Boolean, Column, Date, Index, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
 
 from trofast.kit.orm import Id, UtcDateTime, id_column, metadata, program_column
 
@@ -22,6 +34,8 @@ members = Table(
     Column("consent_changed_at", UtcDateTime, nullable=True),
     Column("channel", String(20), nullable=False),
     Column("status", String(20), nullable=False),
+    #: `person`, or `company`: a business member whose users (member_users) act for it.
+    Column("kind", String(10), nullable=False, server_default=text("'person'")),
     #: The household the member belongs to (households.id; no foreign key: the two tables
     #: would reference each other).
     Column("household_id", Id, nullable=True),
@@ -33,4 +47,26 @@ members = Table(
     UniqueConstraint("program_id", "phone"),
     Index(None, "program_id", "last_name"),
     Index(None, "household_id"),
+    CheckConstraint("kind IN ('person', 'company')", name="kind_known"),
+)
+
+#: The people who act for a company member (buyers, the account manager...): their
+#: activities earn for the company. `external_id` (the business's user id, unique in the
+#: program) is how activities name them; a user belongs to one member, for good. A removed
+#: user keeps its row (activities point at it) without name and e-mail.
+member_users = Table(
+    "member_users",
+    metadata,
+    id_column(),
+    program_column(),
+    Column("member_id", Id, ForeignKey("members.id"), nullable=False),
+    Column("external_id", String(100), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("email", String(254), nullable=True),
+    Column("role", String(50), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("removed_at", UtcDateTime, nullable=True),
+    UniqueConstraint("program_id", "external_id"),
+    UniqueConstraint("program_id", "email"),
+    Index(None, "member_id"),
 )

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, extract, or_, select, update
 
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts
-from trofast.members.models import members
+from trofast.members.models import member_users, members
 
 
 def get(conn: Connection, program_id: int, member_id: int) -> AnyRow | None:
@@ -144,9 +144,23 @@ def page(
                 members.c.phone == filters.get("q_phone", q),
                 members.c.loyalty_number == q,
                 members.c.external_id == q,
+                members.c.id.in_(
+                    _users_where(
+                        program_id,
+                        or_(member_users.c.email == q.lower(), member_users.c.external_id == q),
+                    )
+                ),
             )
         )
-    for column in ("email", "phone", "loyalty_number", "external_id", "status"):
+    if "email" in filters:  # a company is found by its users' e-mail addresses too
+        email = filters["email"]
+        stmt = stmt.where(
+            or_(
+                members.c.email == email,
+                members.c.id.in_(_users_where(program_id, member_users.c.email == email)),
+            )
+        )
+    for column in ("phone", "loyalty_number", "external_id", "status"):
         if column in filters:
             stmt = stmt.where(members.c[column] == filters[column])
     return list(conn.execute(stmt.order_by(members.c.id).limit(limit)).all())
@@ -176,3 +190,52 @@ def birthdays_on(conn: Connection, program_id: int, days: list[date]) -> list[tu
         for r in rows
         if (int(r.month), int(r.day)) in wanted
     ]
+
+
+def _users_where(program_id: int, condition: Any) -> Any:
+    """The members whose current users meet `condition` (a subquery)."""
+    return select(member_users.c.member_id).where(
+        member_users.c.program_id == program_id,
+        member_users.c.removed_at.is_(None),
+        condition,
+    )
+
+
+def user(conn: Connection, program_id: int, external_id: str) -> AnyRow | None:
+    """A user by its external id in the program (removed ones too)."""
+    return conn.execute(
+        select(member_users).where(
+            member_users.c.program_id == program_id, member_users.c.external_id == external_id
+        )
+    ).first()
+
+
+def user_with_email(conn: Connection, program_id: int, email: str) -> AnyRow | None:
+    return conn.execute(
+        select(member_users).where(
+            member_users.c.program_id == program_id, member_users.c.email == email
+        )
+    ).first()
+
+
+def users_of(conn: Connection, program_id: int, member_id: int) -> list[AnyRow]:
+    """A member's current users, in the order they were added."""
+    return list(
+        conn.execute(
+            select(member_users)
+            .where(
+                member_users.c.program_id == program_id,
+                member_users.c.member_id == member_id,
+                member_users.c.removed_at.is_(None),
+            )
+            .order_by(member_users.c.id)
+        ).all()
+    )
+
+
+def insert_user(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(member_users.insert().values(values))
+
+
+def update_user(conn: Connection, user_id: int, values: dict[str, Any]) -> None:
+    conn.execute(member_users.update().where(member_users.c.id == user_id).values(values))

@@ -24,6 +24,13 @@ class Status(StrEnum):
     suspended = "suspended"
 
 
+class Kind(StrEnum):
+    """A person, or a company whose users (buyers...) act for it."""
+
+    person = "person"
+    company = "company"
+
+
 class MemberIn(BaseModel):
     """Enrolment: at least an e-mail address or a phone number."""
 
@@ -41,6 +48,7 @@ class MemberIn(BaseModel):
     tags: list[Tag] = Field(
         default_factory=list, max_length=50, description="Segments, e.g. for personal offers"
     )
+    kind: Kind = Field(Kind.person, description="company: may have users (docs/api.md)")
 
     @model_validator(mode="after")
     def _contact(self) -> MemberIn:
@@ -78,6 +86,7 @@ class MemberOut(BaseModel):
     marketing_consent: bool
     channel: str
     status: Status
+    kind: Kind
     tags: list[str]
     household_id: int | None = Field(None, description="The household the member is in")
     enrolled_at: datetime
@@ -87,3 +96,29 @@ class MemberOut(BaseModel):
 class MemberPage(BaseModel):
     items: list[MemberOut]
     next_cursor: str | None
+
+
+class UserIn(BaseModel):
+    """A user of a company member: someone who buys or acts for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(
+        min_length=1, max_length=100, description="The user's id in your system; unique"
+    )
+    name: str | None = Field(None, max_length=200)
+    email: EmailStr | None = None
+    role: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]{0,49}$", examples=["buyer"])
+
+
+class UserOut(BaseModel):
+    member_id: int
+    external_id: str
+    name: str | None
+    email: str | None
+    role: str | None
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    items: list[UserOut]

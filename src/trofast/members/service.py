@@ -1,4 +1,4 @@
-"""Members: enrol, look up by id or loyalty number, update, list."""
+"""Members: enrol, look up by id or loyalty number, update, list; the users of a company."""
 
 from __future__ import annotations
 
@@ -15,7 +15,17 @@ from trofast.kit.errors import Problem, conflict, invalid, not_found
 from trofast.kit.orm import MAX_ID, AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import loyalty_number, repository
-from trofast.members.schemas import MemberIn, MemberOut, MemberPage, MemberPatch, Status
+from trofast.members.schemas import (
+    Kind,
+    MemberIn,
+    MemberOut,
+    MemberPage,
+    MemberPatch,
+    Status,
+    UserIn,
+    UserList,
+    UserOut,
+)
 from trofast.programs.service import ProgramVersion
 
 _UNIQUE_FIELDS = ("email", "phone", "external_id")
@@ -44,6 +54,7 @@ def enrol(
     values["email"] = data.email.lower() if data.email else None
     values["phone"] = normalize_phone(data.phone, program.spec.country) if data.phone else None
     values["channel"] = data.channel.value
+    values["kind"] = data.kind.value
     _refuse_taken(conn, program.program_id, values)
     for _ in range(20):
         number = loyalty_number.generate(rng)
@@ -209,3 +220,72 @@ def _out(row: AnyRow | None) -> MemberOut:
     if row is None:
         raise not_found("member", "?")
     return MemberOut.model_validate(row._mapping, from_attributes=False)
+
+
+# -- the users of a company -------------------------------------------------------------------
+
+
+def add_user(conn: Connection, program_id: int, ref: str, data: UserIn, now: datetime) -> UserOut:
+    """Add a user to a company member. An external id is the user's for good: another
+    member's (even removed) is 409; the member's own removed user comes back."""
+    member = resolve(conn, program_id, ref)
+    if member.kind != Kind.company.value:
+        raise conflict("not_a_company", "Only a member of kind company has users.")
+    values: dict[str, Any] = data.model_dump()
+    values["email"] = data.email.lower() if data.email else None
+    found = repository.user(conn, program_id, data.external_id)
+    if found is not None and (int(found.member_id) != int(member.id) or found.removed_at is None):
+        raise conflict("user_exists", f"User {data.external_id!r} already exists.")
+    if values["email"] is not None:
+        other = repository.user_with_email(conn, program_id, values["email"])
+        if other is not None and (found is None or int(other.id) != int(found.id)):
+            raise conflict("email_taken", "Another user already has this e-mail address.")
+    try:
+        with conn.begin_nested():
+            if found is None:
+                values.update(program_id=program_id, member_id=int(member.id), created_at=now)
+                repository.insert_user(conn, values)
+            else:
+                repository.update_user(conn, int(found.id), {**values, "removed_at": None})
+    except IntegrityError:
+        raise conflict("user_exists", "A user with these details was just added.") from None
+    row = repository.user(conn, program_id, data.external_id)
+    assert row is not None
+    return _user_out(row)
+
+
+def users(conn: Connection, program_id: int, ref: str) -> UserList:
+    """The member's current users."""
+    member = resolve(conn, program_id, ref)
+    return UserList(items=[_user_out(r) for r in repository.users_of(conn, program_id, member.id)])
+
+
+def remove_user(
+    conn: Connection, program_id: int, ref: str, external_id: str, now: datetime
+) -> None:
+    """Remove a user: it can act for the member no more, and its name and e-mail are erased
+    (its activities keep pointing at the row)."""
+    member = resolve(conn, program_id, ref)
+    found = repository.user(conn, program_id, external_id)
+    if found is None or int(found.member_id) != int(member.id) or found.removed_at is not None:
+        raise not_found("user", external_id)
+    repository.update_user(conn, int(found.id), {"name": None, "email": None, "removed_at": now})
+
+
+def acting_user(conn: Connection, program_id: int, member_id: int, external_id: str) -> int:
+    """The id of the member's current user `external_id`, or 422 `unknown_user`."""
+    found = repository.user(conn, program_id, external_id)
+    if found is None or int(found.member_id) != member_id or found.removed_at is not None:
+        raise invalid("unknown_user", f"{external_id!r} is not a user of this member.")
+    return int(found.id)
+
+
+def _user_out(row: AnyRow) -> UserOut:
+    return UserOut(
+        member_id=int(row.member_id),
+        external_id=str(row.external_id),
+        name=row.name,
+        email=row.email,
+        role=row.role,
+        created_at=row.created_at,
+    )
