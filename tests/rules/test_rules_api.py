@@ -417,13 +417,6 @@ def test_budget_and_member_limits_hold_under_concurrency(shop: Callable[..., Sho
     assert s.audit() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a return takes back the stamps' points but never the stamps: the card keeps "
-    "stamps for coffees brought back, and a card completed by a purchase is priced from "
-    "0 stamps on return (counters=None), so its reward is taken back while the card stays "
-    "emptied",
-)
 def test_a_return_takes_its_stamps_back(shop: Callable[..., Shop]) -> None:
     s = shop(
         {

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from trofast.activities import repository
+from trofast.activities import repository, undo
 from trofast.activities.schemas import (
     ActivityIn,
     ActivityResult,
@@ -807,9 +807,14 @@ def _return(
         balance=None if member is None else BalanceOut.of(ledger.Balance.of(member)),
         program_version=program.version,
     )
+    undone: dict[str, Any] = {}
     if member is not None:
-        result = _take_back(conn, program, ctx, data, original, earlier, amount, member, result)
-    repository.set_outcome(conn, activity_id, result.points, _stored(result))
+        result, undone = _take_back(
+            conn, program, ctx, data, original, earlier, amount, member, result
+        )
+    repository.set_outcome(
+        conn, activity_id, result.points, {**_stored(result), undo.UNDONE: undone}
+    )
     return result
 
 
@@ -823,7 +828,10 @@ def _take_back(
     amount: int,
     member: AnyRow,
     result: ActivityResult,
-) -> ActivityResult:
+) -> tuple[ActivityResult, dict[str, Any]]:
+    """Take back what the returned part of the purchase earned (points, cashback, stamps,
+    granted vouchers, its use of limits and budgets): the answer, and what to store of it
+    for the purchase's next returns (see `activities.undo`)."""
     earned_under = load_version(conn, program.program_id, int(original.program_version))
     left = int(original.amount) - sum(int(r.amount) for r in earlier) - amount
     returned = [*(r.body for r in earlier), data.model_dump(mode="json")]
@@ -837,7 +845,18 @@ def _take_back(
             status="active",
         )
         kept = engine.evaluate(earned_under.spec, rest, as_earned, counters=None)
-    claim = int(original.points) + sum(int(r.points) for r in earlier) - kept.total_points
+    undone = undo.undo(
+        conn,
+        program,
+        ctx.now,
+        ctx.actor,
+        earned_under.spec,
+        original,
+        earlier,
+        kept,
+        int(member.id),
+    )
+    claim = int(original.points) + sum(int(r.points) for r in earlier) - undone.kept_points
     earned_cash = int(original.result.get("cashback", 0))
     claimed_cash = -sum(int(r.result.get("cashback", 0)) for r in earlier)
     claim_cash = earned_cash - claimed_cash - sum(c.amount for c in kept.cashback)
@@ -886,17 +905,19 @@ def _take_back(
         )
         assert cash is not None
         effects.append(EffectOut(rule="return", cashback=cash.points))
-    return result.model_copy(
+    answer = result.model_copy(
         update={
             "points": -max(claim, 0),
             "cashback": -max(claim_cash, 0),
             "uncollected": uncollected,
             "written_off": written_off,
             "withheld": withheld,
-            "effects": effects,
+            "effects": effects + undone.effects,
+            "notes": undone.notes,
             "balance": balance,
         }
     )
+    return answer, undone.record
 
 
 def _remaining(original: AnyRow, returned: list[dict[str, Any]], left: int) -> engine.ActivityFacts:

@@ -530,6 +530,23 @@ def cancel(
     return out
 
 
+def take_back_grant(
+    conn: Connection, program: ProgramVersion, reference: str, now: datetime, actor: str
+) -> tuple[str | None, str | None]:
+    """Cancel the voucher granted under `reference` (a rule's grant that a return takes back)
+    unless it cannot be: (its code, None) when cancelled; (its code, the problem code, e.g.
+    `voucher_used`) when it stays; (None, None) when none was granted."""
+    row = repository.voucher_by_reference(conn, program.program_id, reference)
+    if row is None:
+        return None, None
+    try:
+        with conn.begin_nested():
+            cancel(conn, program, str(row.code), now, actor)
+    except Problem as problem:
+        return str(row.code), problem.code
+    return str(row.code), None
+
+
 def restore_on_return(
     conn: Connection, program: ProgramVersion, purchase_external_id: str, now: datetime
 ) -> int:

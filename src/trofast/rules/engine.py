@@ -14,6 +14,7 @@ fields and counter period keys) is computed once per date. benchmarks/rules.py m
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1125,6 +1126,22 @@ def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple
             result.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
         return reward, note + f", {filled} card(s) completed"
     return 0, note
+
+
+#: The start of the note `_stamp` writes: "<n> stamp(s) on <card>: <left>/<size>", then
+#: ", <k> card(s) completed" when it completes cards.
+_STAMP_NOTE = re.compile(
+    r"(\d+) stamp\(s\) on ([a-z0-9_-]+): \d+/\d+(?:, (\d+) card\(s\) completed)?"
+)
+
+
+def stamps_noted(note: str) -> tuple[str, int, int] | None:
+    """(card, stamps put on it, cards completed) from a stamp rule's note; None for any other
+    note. What a purchase did to its cards, read back from its stored answer (returns)."""
+    found = _STAMP_NOTE.match(note)
+    if found is None:
+        return None
+    return found[2], int(found[1]), int(found[3] or 0)
 
 
 def _dates(
