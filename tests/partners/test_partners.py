@@ -23,6 +23,7 @@ from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
 from trofast.kit.errors import Problem
 from trofast.ledger.audit import audit, system_balances
+from trofast.programs import service as programs
 from trofast.programs.service import ProgramVersion
 from trofast.programs.spec import SpecError, validate_data
 from trofast.worker.runner import Worker
@@ -362,3 +363,64 @@ def test_a_receipt_raced_from_many_threads_earns_once(
     assert codes == [200] * 7 + [201]
     assert available(pos, member["id"]) == 50
     assert _sound(db, coalition)["partner_issuance:hotel"] == -50
+
+
+def test_a_price_change_never_revalues_a_past_month(
+    db: Database,
+    clock: FixedClock,
+    client: TestClient,
+    coalition: ProgramVersion,
+    key_for: Callable[..., Headers],
+    partner_key: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    """Each flow is valued at the prices of the version in force when it happened; a return
+    gives the points back at the price they were issued at."""
+    pos, admin = key_for(coalition, "pos"), key_for(coalition, "admin")
+    hotel = partner_key(coalition, "hotel")
+    member = enrol(pos)
+
+    def night(reference: str, purchase: str) -> None:
+        r = client.post(
+            f"/v1/members/{member['id']}/redemptions",
+            headers=pos,
+            json={"reward": "hotel-night", "reference": reference},
+        )
+        assert r.status_code == 201, r.text
+        use = {"purchase_external_id": purchase}
+        r = client.post(f"/v1/partner/vouchers/{r.json()['code']}/consume", json=use, headers=hotel)
+        assert r.status_code == 200, r.text
+
+    def report(month: str) -> tuple[int, ...]:
+        r = client.get(f"/v1/reports/settlement?month={month}", headers=admin)
+        line = next(x for x in r.json()["partners"] if x["partner"] == "hotel")
+        keys = ("points_issued", "issued_value", "points_redeemed", "redeemed_value", "net")
+        return tuple(int(line[k]) for k in keys)
+
+    # January at 0.50 öre a point issued and 0.40 öre a point redeemed: 100 + 400 points
+    # issued = 250 öre; a night (300 points) redeemed at the hotel = 120 öre.
+    assert _buy(client, hotel, member, 100_000, "J-1").json()["points"] == 100
+    assert _buy(client, hotel, member, 400_000, "J-2").json()["points"] == 400
+    night("n-1", "H-1")
+    january = (500, 250, 300, 120, 130)
+    assert report("2026-01") == january
+
+    # 1 February: the hotel's prices go up to 0.80 and 0.60 öre (a new program version).
+    clock.set(datetime(2026, 2, 1, 9, tzinfo=UTC))
+    dearer = [{**PARTNERS[0], "point_price": 80, "redemption_price": 60}, PARTNERS[1]]
+    spec = coalition.spec.model_copy(update={"partners": validate_data(
+        {**coalition.spec.model_dump(mode="json"), "partners": dearer}).partners})  # fmt: skip
+    with db.write() as conn:
+        assert programs.apply(conn, spec, clock.now()).version == 2
+    assert report("2026-01") == january  # unchanged
+
+    # February: 100 + 300 issued at 0.80 (320 öre), J-1 returned: its 100 points go back at
+    # January's 0.50 (-50 öre); a night redeemed at 0.60 (180 öre).
+    assert _buy(client, hotel, member, 100_000, "F-1").json()["points"] == 100
+    assert _buy(client, hotel, member, 300_000, "F-2").json()["points"] == 300
+    back = _buy(client, hotel, member, 100_000, "J-1R", type="return", original_external_id="J-1")
+    assert back.json()["points"] == 100
+    night("n-2", "H-2")
+    assert report("2026-02") == (300, 270, 300, 180, 90)
+    assert report("2026-01") == january
+    _sound(db, coalition)

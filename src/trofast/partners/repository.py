@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import aliased
 
 from trofast.kit.orm import AnyRow
-from trofast.ledger.models import accounts, lots, transfers
+from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
 from trofast.members.models import members
 from trofast.partners.models import partner_activities
 
@@ -92,17 +93,28 @@ def page(
     )
 
 
-def settlement_flows(
-    conn: Connection, program_id: int, start: datetime, end: datetime
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """(partner, account kind) -> (debits, credits) of the partner settlement accounts,
-    from the transfers made in [start, end)."""
-    out: dict[tuple[str, str], tuple[int, int]] = {}
-    for side, column in (("debit", transfers.c.debit_account_id), ("credit", None)):
-        account_column = column if column is not None else transfers.c.credit_account_id
+#: (partner, account kind, program version whose prices apply) -> (debits, credits)
+Flows = dict[tuple[str, str, int | None], tuple[int, int]]
+
+
+def settlement_flows(conn: Connection, program_id: int, start: datetime, end: datetime) -> Flows:
+    """The debits and credits of the partner settlement accounts from the transfers made in
+    [start, end), per partner, account kind and the program version priced by: the one the
+    transaction was posted under, or, for a reversal (a partner return), the one of the
+    transaction it reverses (points go back at the price they were issued at)."""
+    header = ledger_transactions
+    reversed_ = aliased(ledger_transactions)
+    version = func.coalesce(reversed_.c.program_version, header.c.program_version)
+    out: Flows = {}
+    for side, account_column in (
+        ("debit", transfers.c.debit_account_id),
+        ("credit", transfers.c.credit_account_id),
+    ):
         rows = conn.execute(
-            select(accounts.c.partner, accounts.c.kind, func.sum(transfers.c.amount))
+            select(accounts.c.partner, accounts.c.kind, version, func.sum(transfers.c.amount))
             .join(accounts, accounts.c.id == account_column)
+            .join(header, header.c.id == transfers.c.transaction_id)
+            .join(reversed_, reversed_.c.id == header.c.reverses_id, isouter=True)
             .where(
                 transfers.c.program_id == program_id,
                 accounts.c.partner.is_not(None),
@@ -110,14 +122,14 @@ def settlement_flows(
                 transfers.c.created_at >= start,
                 transfers.c.created_at < end,
             )
-            .group_by(accounts.c.partner, accounts.c.kind)
+            .group_by(accounts.c.partner, accounts.c.kind, version)
         ).all()
         for row in rows:
-            key = (str(row[0]), str(row[1]))
+            key = (str(row[0]), str(row[1]), None if row[2] is None else int(row[2]))
             debits, credits = out.get(key, (0, 0))
             if side == "debit":
-                debits += int(row[2])
+                debits += int(row[3])
             else:
-                credits += int(row[2])
+                credits += int(row[3])
             out[key] = (debits, credits)
     return out

@@ -36,7 +36,7 @@ from trofast.partners.schemas import (
     SettlementLine,
     SettlementOut,
 )
-from trofast.programs.service import ProgramVersion
+from trofast.programs.service import ProgramVersion, load_version
 from trofast.rewards import service as rewards
 from trofast.rewards.schemas import BasketIn, VoucherOut
 from trofast.rules import engine
@@ -374,28 +374,47 @@ def month_bounds(program: ProgramVersion, month: str) -> tuple[datetime, datetim
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def value(points: int, price: int) -> int:
-    """Money in minor units of `points` at `price` (1/100 minor units per point), rounded
-    down on the month's total (as `point_value` is)."""
-    return points * price // 100
+def value(hundredths: int) -> int:
+    """Money in minor units of a sum of points x price (1/100 minor units per point), rounded
+    down once on the month's total (as `point_value` is)."""
+    return hundredths // 100
 
 
 def settlement(conn: Connection, program: ProgramVersion, month: str) -> SettlementOut:
     """Per partner, for one calendar month: points it issued (net of its returns) and
     their value, owed by the partner; points redeemed at it and their value, owed to it.
-    Prices are those of the current program version."""
+    Each flow is valued at the prices in force when it happened: those of the program
+    version it was posted under (a return: that of the purchase it returns), so a price
+    change never re-values a past month."""
     start, end = month_bounds(program, month)
     flows = repository.settlement_flows(conn, program.program_id, start, end)
+    versions = {program.version: program}
+
+    def priced(partner_id: str, version: int | None) -> Partner | None:
+        """The partner's prices under `version` (none recorded: the current one)."""
+        if version is None:
+            version = program.version
+        if version not in versions:
+            versions[version] = load_version(conn, program.program_id, version)
+        return versions[version].spec.partner(partner_id)
+
     known = [p.id for p in program.spec.partners]
-    ids = known + sorted({partner for partner, _ in flows} - set(known))
+    ids = known + sorted({partner for partner, _, _ in flows} - set(known))
     lines = []
     for partner_id in ids:
+        issued = redeemed = issued_hundredths = redeemed_hundredths = 0
+        for (flow_partner, kind, version), (debits, credits) in flows.items():
+            if flow_partner != partner_id:
+                continue
+            prices = priced(partner_id, version)
+            if kind == ledger.PARTNER_ISSUANCE:
+                issued += debits - credits
+                issued_hundredths += (debits - credits) * (prices.point_price if prices else 0)
+            elif kind == ledger.PARTNER_REDEMPTION:
+                redeemed += credits
+                redeemed_hundredths += credits * (prices.redemption_price if prices else 0)
         partner = program.spec.partner(partner_id)
-        debits, credits = flows.get((partner_id, ledger.PARTNER_ISSUANCE), (0, 0))
-        issued = debits - credits
-        redeemed = flows.get((partner_id, ledger.PARTNER_REDEMPTION), (0, 0))[1]
-        issued_value = value(issued, partner.point_price if partner else 0)
-        redeemed_value = value(redeemed, partner.redemption_price if partner else 0)
+        issued_value, redeemed_value = value(issued_hundredths), value(redeemed_hundredths)
         lines.append(
             SettlementLine(
                 partner=partner_id,
