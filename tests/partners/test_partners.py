@@ -424,3 +424,45 @@ def test_a_price_change_never_revalues_a_past_month(
     assert report("2026-02") == (300, 270, 300, 180, 90)
     assert report("2026-01") == january
     _sound(db, coalition)
+
+
+def test_a_partner_voucher_is_used_only_at_its_partner(
+    db: Database,
+    client: TestClient,
+    coalition: ProgramVersion,
+    key_for: Callable[..., Headers],
+    partner_key: Callable[..., Headers],
+    enrol: Callable[..., Json],
+    problem: Callable[..., Json],
+) -> None:
+    """The program owes a partner only for a reward the partner delivers: the program's own
+    till refuses the voucher (it stays usable at the partner) and settles nothing."""
+    pos, admin = key_for(coalition, "pos"), key_for(coalition, "admin")
+    hotel = partner_key(coalition, "hotel")
+    member = enrol(pos)
+    assert _buy(client, hotel, member, 300_000, "P-1").json()["points"] == 300
+    r = client.post(
+        f"/v1/members/{member['id']}/redemptions",
+        headers=pos,
+        json={"reward": "hotel-night", "reference": "night"},
+    )
+    code = r.json()["code"]
+    basket = {"basket": {"amount": 10_000}}
+    r = client.post(f"/v1/vouchers/{code}/validate", json=basket, headers=pos)
+    assert (r.json()["valid"], r.json()["reason"]) == (False, "partner_voucher")
+    use = {"purchase_external_id": "till-1"}
+    problem(
+        client.post(f"/v1/vouchers/{code}/consume", json=use, headers=pos), 409, "partner_voucher"
+    )
+
+    def owed() -> tuple[int, int]:
+        line = client.get("/v1/reports/settlement?month=2026-01", headers=admin).json()["partners"][
+            0
+        ]
+        return line["points_redeemed"], line["redeemed_value"]
+
+    assert owed() == (0, 0)
+    r = client.post(f"/v1/partner/vouchers/{code}/consume", json=use, headers=hotel)
+    assert (r.status_code, r.json()["voucher"]["status"]) == (200, "used")
+    assert owed() == (300, 120)  # 300 points at 0.40 öre
+    _sound(db, coalition)

@@ -318,7 +318,9 @@ def validate_voucher(
     now: datetime,
 ) -> PartnerValidationOut:
     _partner_voucher(conn, program, partner, code, now)
-    discount, reason, detail, out = rewards.evaluate(conn, program, code, basket, now)
+    discount, reason, detail, out = rewards.evaluate(
+        conn, program, code, basket, now, at_partner=partner.id
+    )
     return PartnerValidationOut(
         valid=reason is None,
         reason=reason,
@@ -341,7 +343,9 @@ def consume_voucher(
     are then owed to the partner (at its redemption price)."""
     _partner_voucher(conn, program, partner, code, now)
     purchase = data.purchase_external_id
-    out, discount = rewards.consume(conn, program, code, purchase, data.basket, now)
+    out, discount = rewards.consume(
+        conn, program, code, purchase, data.basket, now, at_partner=partner.id
+    )
     if out.points > 0:
         ledger.post(
             conn,

@@ -406,16 +406,32 @@ def member_vouchers(
 
 
 def evaluate(
-    conn: Connection, program: ProgramVersion, code: str, basket: BasketIn, now: datetime
+    conn: Connection,
+    program: ProgramVersion,
+    code: str,
+    basket: BasketIn,
+    now: datetime,
+    *,
+    at_partner: str | None = None,
 ) -> tuple[int, str | None, str | None, VoucherOut]:
-    """What the voucher gives this basket: (discount, reason code if not, detail, voucher)."""
+    """What the voucher gives this basket at the program's till (or at the partner
+    `at_partner`): (discount, reason code if not, detail, voucher)."""
     row = _voucher(conn, program.program_id, code)
     out = _out(conn, program, row, now=now)
-    reason = _unusable(row, now)
+    reason = _elsewhere(row, at_partner) or _unusable(row, now)
     if reason is not None:
         return 0, reason[0], reason[1], out
     discount, why = basket_discount(row.type, dict(row.benefit), basket, program.spec.currency)
     return discount, None if why is None else why[0], None if why is None else why[1], out
+
+
+def _elsewhere(row: AnyRow, at_partner: str | None) -> tuple[str, str] | None:
+    """Why a partner reward's voucher cannot be used here: only its partner delivers it
+    (and only then does the program owe the partner, docs/partners.md)."""
+    partner = row.benefit.get("partner")
+    if partner is None or partner == at_partner:
+        return None
+    return "partner_voucher", f"A reward of partner {partner!r}: it is used at the partner."
 
 
 def _unusable(row: AnyRow, now: datetime) -> tuple[str, str] | None:
@@ -474,8 +490,11 @@ def consume(
     purchase_external_id: str,
     basket: BasketIn | None,
     now: datetime,
+    *,
+    at_partner: str | None = None,
 ) -> tuple[VoucherOut, int]:
-    """Use the voucher on a purchase, once: the same purchase again replays, any other is 409."""
+    """Use the voucher on a purchase, once: the same purchase again replays, any other is 409.
+    A partner reward's voucher is used only at its partner (`at_partner`)."""
     row = _voucher(conn, program.program_id, code, lock=True)
     if row.status == "used" and row.used_by == purchase_external_id:
         out = _out(conn, program, row, now=now, replayed=True)
@@ -485,7 +504,7 @@ def consume(
             else basket_discount(row.type, dict(row.benefit), basket, program.spec.currency)[0]
         )
         return out, discount
-    reason = _unusable(row, now)
+    reason = _elsewhere(row, at_partner) or _unusable(row, now)
     if reason is not None:
         raise conflict(reason[0], reason[1])
     discount = 0
