@@ -271,8 +271,8 @@ def simulate(
     db: str | None = DbOption,
 ) -> None:
     """Replay stored history under a proposed program version, writing nothing; per month:
-    points issued, liability in money, members by tier (programs with tiers), and the
-    difference from what really happened."""
+    points issued, liability in money, members by tier (programs with tiers), vouchers
+    granted by the rules (per reward), and the difference from what really happened."""
     from datetime import date, datetime, time, timedelta
 
     from rich.progress import Progress
@@ -336,6 +336,17 @@ def simulate(
             )
         console.print("Members by tier at the end of each month (difference from the real ones)")
         console.print(by_tier)
+    granted = Table("month", "reward", "vouchers", "simulated", "difference")
+    for month in result.months:
+        for reward in sorted({*month.actual_vouchers, *month.simulated_vouchers}):
+            really = month.actual_vouchers.get(reward, 0)
+            proposed = month.simulated_vouchers.get(reward, 0)
+            granted.add_row(
+                month.month, reward, f"{really:,}", f"{proposed:,}", f"{proposed - really:+,}"
+            )
+    if granted.rows:
+        console.print("Vouchers granted by the rules (real, whatever became of them since)")
+        console.print(granted)
     read = f"{result.activities:,} activities"
     if result.history_activities:
         read += f" (and {result.history_activities:,} earlier ones for the tiers)"

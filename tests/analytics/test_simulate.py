@@ -270,3 +270,81 @@ def test_tier_replay_downgrades_at_period_end_after_grace() -> None:
     # then down one step
     assert [c["silver"] for c in counts] == [1, 1, 0, 0]
     assert changes == [(1, "silver"), (1, "member")]
+
+
+VOUCHER_REWARDS = [
+    {"id": "tote", "type": "custom", "name": "Tote bag", "cost": 0},
+    {"id": "sample", "type": "free_product", "name": "Sample", "cost": 0, "sku": "SMP"},
+]
+BASE_RULE = {"id": "base", "effect": {"kind": "per_amount", "points": 1, "per_amount": 1000}}
+
+
+def test_vouchers_granted_per_month_real_and_proposed(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+    clock: FixedClock,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    """The real program grants a tote bag for a basket of 500 SEK; the proposal for 650 SEK,
+    and a sample every second visit. A voucher a return cancelled still counts as granted."""
+    big_basket = {"id": "big-basket", "effect": {"kind": "reward", "reward": "tote"}}
+    program = make_program(
+        rules=[BASE_RULE, {**big_basket, "min_amount": 50000}], rewards=VOUCHER_REWARDS
+    )
+    pos = key_for(program, "pos")
+    member = client.post("/v1/members", json={"email": "v@example.com"}, headers=pos).json()
+    for n, (day, amount) in enumerate([(3, 60000), (10, 30000), (20, 70000), (35, 55000)]):
+        clock.set(datetime(2026, 3, 1, 12, tzinfo=UTC) + timedelta(days=day))
+        body = {
+            "type": "purchase",
+            "external_id": f"v{n}",
+            "member_id": member["id"],
+            "amount": amount,
+            "currency": "SEK",
+        }
+        assert client.post("/v1/activities", json=body, headers=pos).status_code == 201
+    back = {"type": "return", "external_id": "v3-back", "original_external_id": "v3"}
+    returned = client.post("/v1/activities", json=back, headers=pos).json()
+    assert [e["reward"] for e in returned["effects"]] == [None, "tote"]  # cancelled
+
+    document = program.spec.model_dump(mode="json")
+    proposed = ProgramSpec.model_validate(
+        {
+            **document,
+            "rules": [
+                BASE_RULE,
+                {**big_basket, "min_amount": 65000},
+                {"id": "visits", "effect": {"kind": "stamp", "card": "two", "per": "activity"}},
+            ],
+            "stamp_cards": [{"id": "two", "name": "Two visits", "stamps": 2, "reward": "sample"}],
+        }
+    )
+    points_only = ProgramSpec.model_validate({**document, "rules": [BASE_RULE]})
+    window = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    with db.read() as conn:
+        result = simulate(conn, program.program_id, proposed, *window)
+        plain = simulate(conn, program.program_id, points_only, *window)
+    months = {m.month: m for m in result.months}
+    assert (months["2026-03"].actual_vouchers, months["2026-03"].simulated_vouchers) == (
+        {"tote": 2},
+        {"tote": 1, "sample": 1},
+    )
+    assert (months["2026-04"].actual_vouchers, months["2026-04"].simulated_vouchers) == (
+        {"tote": 1},
+        {"sample": 1},
+    )
+    assert [(m.actual_points, m.simulated_points) for m in result.months] == [(160, 160), (0, 0)]
+    assert [(m.simulated_points, m.simulated_vouchers) for m in plain.months] == [
+        (160, {}),
+        (0, {}),
+    ]
+    assert [m.actual_vouchers for m in plain.months] == [{"tote": 2}, {"tote": 1}]
+
+    new_file = tmp_path / "proposed.json"
+    new_file.write_text(proposed.model_dump_json())
+    window_args = ["--from", "2026-03-01", "--to", "2026-04-30", "--db", db.url]
+    out = CliRunner().invoke(app, ["simulate", "--program", str(new_file), *window_args])
+    assert out.exit_code == 0, out.output
+    assert "Vouchers granted by the rules" in out.output and "sample" in out.output

@@ -21,6 +21,7 @@ STAMPS: Json = {
     "effect": {"kind": "stamp", "card": "coffee"},
 }
 POINTS_CARD = [{"id": "coffee", "name": "Tenth coffee", "stamps": 10, "reward_points": 100}]
+VOUCHER_CARD = [{"id": "coffee", "name": "Third coffee", "stamps": 3, "reward": "free-coffee"}]
 
 
 def lattes(n: int) -> Json:
@@ -211,7 +212,7 @@ def test_a_return_cancels_the_voucher_its_purchase_was_granted(
 def test_a_return_takes_back_a_voucher_card(shop: Callable[..., Shop]) -> None:
     s = shop(
         STAMPS,
-        stamp_cards=[{"id": "coffee", "name": "Third coffee", "stamps": 3, "reward": "free-coffee"}],
+        stamp_cards=VOUCHER_CARD,
         rewards=REWARDS,
     )
     m = s.enrol()
@@ -233,7 +234,7 @@ def test_a_return_takes_back_a_voucher_card(shop: Callable[..., Shop]) -> None:
 def test_a_used_card_voucher_keeps_its_card_completed(shop: Callable[..., Shop]) -> None:
     s = shop(
         STAMPS,
-        stamp_cards=[{"id": "coffee", "name": "Third coffee", "stamps": 3, "reward": "free-coffee"}],
+        stamp_cards=VOUCHER_CARD,
         rewards=REWARDS,
     )
     m = s.enrol()

@@ -180,6 +180,9 @@ class _Undoing:
         """Each rule's points (or cashback) that the rest no longer earns go back to its
         limits and budget; its time, once the rest earns nothing of it."""
         for rule_id, earned in self.bought.values.items():
+            compiled = self.compiled.by_id.get(rule_id)
+            if compiled is None or not compiled.counted:
+                continue
             owed = min(earned, max(0, earned - self.rest.values[rule_id]))
             given = owed - self.before.limits[rule_id]
             if given > 0:

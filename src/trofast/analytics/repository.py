@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from trofast.activities.models import activities
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts, ledger_transactions, transfers
 from trofast.members.models import members
+from trofast.rewards.models import vouchers
 from trofast.tiers.models import tier_history
 
 
@@ -146,6 +147,39 @@ def returned_purchases(
             .distinct()
         ).scalars()
     )
+
+
+def granted_vouchers(
+    conn: Connection, program_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, str]]:
+    """(occurred_at, reward) of each voucher the rules granted to an activity that occurred
+    in [start, end), whatever became of it since (its reference: `activity:{id}:...`)."""
+    # Granted when received, at most a clock skew before occurred_at: a day's margin.
+    rows = conn.execute(
+        select(vouchers.c.reward, vouchers.c.reference).where(
+            vouchers.c.program_id == program_id,
+            vouchers.c.reference.startswith("activity:"),
+            vouchers.c.issued_at >= start - timedelta(days=1),
+        )
+    ).all()
+    rewards: dict[int, list[str]] = {}
+    for reward, reference in rows:
+        rewards.setdefault(int(str(reference).split(":")[1]), []).append(str(reward))
+    found: list[tuple[datetime, str]] = []
+    ids = sorted(rewards)
+    for first in range(0, len(ids), _IDS_PER_QUERY):
+        granting = conn.execute(
+            select(activities.c.id, activities.c.occurred_at).where(
+                activities.c.id.in_(ids[first : first + _IDS_PER_QUERY]),
+                activities.c.occurred_at >= start,
+                activities.c.occurred_at < end,
+            )
+        ).all()
+        found += [(r.occurred_at, reward) for r in granting for reward in rewards[int(r.id)]]
+    return found
+
+
+_IDS_PER_QUERY = 10_000
 
 
 def member_rows(conn: Connection, program_id: int) -> dict[int, Any]:

@@ -6,6 +6,12 @@ the database. Returns take back the same share of the purchase's simulated point
 took of its amount. Spending and expiry are taken as they really happened, so liability
 differs from the real one by the difference in points issued.
 
+Each month also counts the vouchers granted, by reward id: those the proposed version's
+rules would grant (`reward` effects and stamp cards whose reward is a voucher; the reward's
+stock and limits aside) against those really granted to that month's activities (used,
+cancelled by a return, or not). Only a version that can grant vouchers takes the slower way
+through the rules that reports them (`engine.evaluate`); others keep `engine.points_only`.
+
 With two tiers or more in the proposed version, each month also counts the members by tier
 under the proposed tiers (replayed with the points, see `analytics.tiers`) against the real
 ones (from the tier history); the rules see the replayed tier as `tier.name`. Without tiers
@@ -29,6 +35,7 @@ from trofast.analytics import tiers as tier_replay
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import engine
+from trofast.rules.document import GrantReward, Stamp
 
 
 @dataclass
@@ -48,6 +55,9 @@ class Month:
     #: The same from what really happened (the tier history); None when the program never
     #: had tiers.
     actual_tiers: dict[str, int] | None = None
+    #: Vouchers granted by the rules, per reward id: under the proposed version, and really.
+    simulated_vouchers: dict[str, int] = field(default_factory=dict)
+    actual_vouchers: dict[str, int] = field(default_factory=dict)
 
     @property
     def difference(self) -> int:
@@ -130,7 +140,8 @@ def simulate(
     bodies = (("purchase",) if reads_lines else ()) + (
         ("event",) if any(trigger != "purchase" for trigger in triggers) else ()
     )
-    earned, returned, parse = replay.earned, replay.returned, datetime.fromisoformat
+    earned = replay.earned_and_granted if replay.grants_vouchers else replay.earned
+    returned, parse = replay.returned, datetime.fromisoformat
     months: dict[str, Month] = {}
     count = 0
     month = Month("")
@@ -145,6 +156,7 @@ def simulate(
                 local = occurred_at.astimezone(zone)
                 key = local.strftime("%Y-%m")
                 month = months.get(key) or months.setdefault(key, Month(key))
+                replay.vouchers = month.simulated_vouchers
                 month_ends = _next_month(local).astimezone(UTC)  # UTC compares with UTC at once
                 if tiers is not None:  # the month ends passed: members by tier then
                     while len(snapshots) < len(boundaries) and boundaries[len(snapshots)] <= (
@@ -191,6 +203,10 @@ def simulate(
         count += len(chunk)
         if progress is not None:
             progress(len(chunk))
+    for occurred_at, reward in repository.granted_vouchers(conn, program_id, first, end):
+        key = occurred_at.astimezone(zone).strftime("%Y-%m")
+        granted = months.setdefault(key, Month(key)).actual_vouchers
+        granted[reward] = granted.get(reward, 0) + 1
     for debit in repository.member_debits(conn, program_id, start, end):
         key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
         months.setdefault(key, Month(key)).debits += int(debit.amount)
@@ -260,6 +276,9 @@ class _Replay:
         #: member id -> (snapshot, counters)
         self.members: dict[int, tuple[engine.MemberSnapshot, dict[str, tuple[int, int]]]] = {}
         self.purchases: dict[int, tuple[int, int]] = {}  # id -> (amount, simulated points)
+        #: The month's vouchers granted, per reward (the replay points it at each month's).
+        self.vouchers: dict[str, int] = {}
+        self.grants_vouchers = _grants_vouchers(self.program)
 
     def add_member(self, snapshot: engine.MemberSnapshot) -> None:
         self.members[snapshot.id] = (snapshot, {})
@@ -284,12 +303,43 @@ class _Replay:
             self.purchases[purchase_id] = (facts.amount, points)
         return points
 
+    def earned_and_granted(
+        self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
+    ) -> int:
+        """`earned()` for a version that grants vouchers: the same points (through
+        engine.evaluate, which reports the grants), and the month's vouchers counted."""
+        member = self.members.get(member_id)
+        if member is None:
+            return 0
+        snapshot, counts = member
+        counters = engine.Counters(counts, self.program_counts)
+        result = engine.evaluate(self.program.spec, facts, snapshot, counters, dates=False)
+        engine.apply_counters(counts, self.program_counts, result.counters)
+        for grant in result.rewards:
+            self.vouchers[grant.reward] = self.vouchers.get(grant.reward, 0) + 1
+        points = result.total_points
+        if purchase_id in self.returned_ids:
+            self.purchases[purchase_id] = (facts.amount, points)
+        return points
+
     def returned(self, purchase_id: int | None, amount: int) -> int:
         """A return takes back the share of the purchase's points that it is of its amount."""
         if purchase_id is None:
             return 0
         bought, points = self.purchases.get(purchase_id, (0, 0))
         return -(points * amount // bought) if bought else 0
+
+
+def _grants_vouchers(program: engine.CompiledProgram) -> bool:
+    """Whether a rule of the version can grant a voucher: a `reward` effect, or a stamp on a
+    card whose reward is a voucher."""
+    for compiled in program.by_id.values():
+        effect = compiled.rule.effect
+        if isinstance(effect, GrantReward):
+            return True
+        if isinstance(effect, Stamp) and program.cards[effect.card].reward is not None:
+            return True
+    return False
 
 
 def _lines(body: str | dict[str, Any] | None) -> tuple[engine.Line, ...]:
