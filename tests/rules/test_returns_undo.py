@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from test_rules_api import BASE, Json, Shop, line, shop
+from test_rules_api import BASE, NOW, Json, Shop, line, shop
+
+from trofast.programs.spec import ProgramSpec
+from trofast.rules import engine
 
 __all__ = ["shop"]  # the fixture, imported for the tests below
 
@@ -114,7 +117,10 @@ def test_returns_give_back_what_they_used_of_member_limits(shop: Callable[..., S
     )
     assert s.counters(m, "") == {"base:month:2026-01": 100, "daily:day:2026-01-15": 50}
 
-    assert s.give_back(first)["points"] == -110  # gives the month 60 and the day's time back
+    back = s.give_back(first)
+    assert back["points"] == -110  # gives the month 60 and the day's time back
+    assert s.counters(m, "") == {"base:month:2026-01": 40, "daily:day:2026-01-15": 0}
+    assert s.give_back(first, external_id=back["external_id"])["replayed"]
     assert s.counters(m, "") == {"base:month:2026-01": 40, "daily:day:2026-01-15": 0}
     third = s.buy(m, line("tv", 60000))
     assert (third["points"], third["notes"]) == (110, [])  # earned again
@@ -252,3 +258,39 @@ def test_a_used_card_voucher_keeps_its_card_completed(shop: Callable[..., Shop])
     ]
     assert (voucher(s, code)["status"], card(s, m)) == ("used", 0)
     assert s.audit() == []
+
+
+def test_a_dry_run_return_changes_no_card(shop: Callable[..., Shop]) -> None:
+    s = shop(BASE, STAMPS, stamp_cards=POINTS_CARD)
+    m = s.enrol()
+    bought = s.buy(m, lattes(3))
+    body = {"type": "return", "external_id": "dry", "original_external_id": bought["external_id"]}
+    r = s.client.post("/v1/activities?dry_run=true", json=body, headers=s.pos)
+    assert r.status_code == 200, r.text
+    assert r.json()["notes"] == ["coffee: 3 stamp(s) taken back: 0/10"]
+    assert (points(s, m), card(s, m)) == (11, 3)
+
+
+def test_the_stamp_note_reads_back() -> None:
+    """Returns read what a purchase did to its cards from the stamp rules' notes."""
+    spec = ProgramSpec.model_validate(
+        {
+            "key": "notes",
+            "name": "Notes",
+            "currency": "SEK",
+            "rules": [STAMPS, {**STAMPS, "id": "beans", "lines": {"skus": ["beans"]}}],
+            "stamp_cards": POINTS_CARD,
+        }
+    )
+    facts = engine.ActivityFacts(
+        "purchase",
+        NOW,
+        0,
+        "SEK",
+        lines=(engine.Line("latte", 21, 81900), engine.Line("beans", 1, 5)),
+    )
+    member = engine.MemberSnapshot(id=1, status="active")
+    counters = engine.Counters({engine.stamp_key("coffee"): (9, 0)})
+    notes = [o.note for o in engine.evaluate(spec, facts, member, counters).outcomes]
+    assert [engine.stamps_noted(note) for note in notes] == [("coffee", 1, 1), ("coffee", 21, 2)]
+    assert engine.stamps_noted("base: capped per month") is None
