@@ -109,7 +109,8 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
             }
         elif kind == "multiplier":
             targets = draw(st.lists(st.sampled_from(multipliable), min_size=1, unique=True))
-            effect |= {"percent": draw(st.sampled_from([150, 300])), "of": targets}
+            percent = draw(st.sampled_from([{"percent": 150}, {"percent": 300}, {"by": "tier"}]))
+            effect |= {**percent, "of": targets}
         elif kind == "attribute":
             effect |= {"attribute": "score", "factor_by": "level", "factors": {"hard": 200}}
         rule: dict[str, Any] = {
@@ -136,13 +137,25 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
 
 @st.composite
 def programs(draw: st.DrawFn) -> ProgramSpec:
+    made = draw(rules(draw(st.integers(1, 12))))
+    by_tier = any(r["effect"].get("by") == "tier" for r in made)
     document = {
         "key": "points-only",
         "name": "Points only",
         "currency": "SEK",
         "timezone": "Europe/Stockholm",
         "event_types": ["quiz"],
-        "rules": draw(rules(draw(st.integers(1, 12)))),
+        "rules": made,
+        # a tier multiplier (`by: tier`) multiplies by gold's percent
+        "tiers": [
+            {"id": "member", "name": "Member"},
+            {
+                "id": "gold",
+                "name": "Gold",
+                "threshold": {"spend": 100_000},
+                "earn_multiplier_percent": 175 if by_tier else 100,
+            },
+        ],
         "stamp_cards": [
             {"id": "c1", "name": "One", "stamps": 3, "reward_points": 50},
             {"id": "c2", "name": "Two", "stamps": 5, "reward_points": 80},
@@ -193,7 +206,7 @@ def activities(draw: st.DrawFn) -> tuple[int, ActivityFacts]:
 
 MEMBERS = [
     MemberSnapshot(1, "active", date(1980, 1, 5), START - timedelta(days=30)),
-    MemberSnapshot(2, "active", None, START - timedelta(days=400), tags=("vip",)),
+    MemberSnapshot(2, "active", None, START - timedelta(days=400), tags=("vip",), tier="gold"),
     MemberSnapshot(3, "suspended", date(1950, 6, 1), START - timedelta(days=10)),
 ]
 
