@@ -14,7 +14,10 @@ from trofast.kit.orm import (
     DriverStatement,
     bind_json,
     bind_time,
+    driver_rows,
+    insert_driver_rows,
     insert_returning_ids,
+    next_ids,
     read_date,
     read_json,
     read_time,
@@ -45,6 +48,39 @@ def find_many(conn: Connection, program_id: int, external_ids: set[str]) -> dict
 def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert several activities in one multi-row statement; their ids in order."""
     return insert_returning_ids(conn, activities, rows)
+
+
+#: The columns the batch writes (any other is left to its default: NULL).
+ACTIVITY_COLUMNS = (
+    "program_id",
+    "external_id",
+    "type",
+    "member_id",
+    "occurred_at",
+    "amount",
+    "currency",
+    "store",
+    "channel",
+    "event_type",
+    "original_id",
+    "body",
+    "request_hash",
+    "program_version",
+    "points",
+    "result",
+    "received_at",
+)
+
+
+def insert_driver_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert activity rows holding every column of `ACTIVITY_COLUMNS`, their values
+    already as the driver takes them (`bind_time`, `bind_json`), in one `executemany` with
+    ids assigned up front; the ids in order (each row gets its "id")."""
+    ids = next_ids(conn, activities, len(rows))
+    for row, activity_id in zip(rows, ids, strict=True):
+        row["id"] = activity_id
+    insert_driver_rows(conn, activities, ("id", *ACTIVITY_COLUMNS), rows)
+    return ids
 
 
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
@@ -150,6 +186,51 @@ def lock_earning_member(
         read_json(row[6]),
         *row[7:],
     )
+
+
+_EARNING_MEMBERS = (
+    "SELECT m.id, m.loyalty_number, m.status, m.birth_date, m.enrolled_at, m.channel, m.tags,"
+    " a.id, a.credits_posted, a.debits_posted, a.credits_pending, a.debits_pending, a.debt,"
+    " a.withheld FROM members m JOIN accounts a ON a.program_id = m.program_id"
+    " AND a.member_id = m.id AND a.kind = 'member' AND a.unit = 'points'"
+)
+
+
+def lock_earning_members(
+    conn: Connection, program_id: int, member_ids: set[int], numbers: set[str]
+) -> list[EarningMember]:
+    """`lock_earning_member` for many members at once (the batch's look-up): those found by
+    id or loyalty number, their accounts locked in account order. On the driver: one
+    query, no SQLAlchemy row per member."""
+    if not member_ids and not numbers:
+        return []
+    ids, refs = sorted(member_ids), sorted(numbers)
+    either: list[str] = []
+    args: list[Any] = [program_id]
+    if conn.dialect.name == "postgresql":
+        if ids:
+            either.append("m.id = ANY(%s)")
+            args.append(ids)
+        if refs:
+            either.append("m.loyalty_number = ANY(%s)")
+            args.append(refs)
+        where, lock = "m.program_id = %s", " FOR UPDATE OF a"
+    else:  # SQLite: the write transaction holds the lock
+        if ids:
+            either.append(f"m.id IN ({', '.join('?' * len(ids))})")
+            args += ids
+        if refs:
+            either.append(f"m.loyalty_number IN ({', '.join('?' * len(refs))})")
+            args += refs
+        where, lock = "m.program_id = ?", ""
+    sql = f"{_EARNING_MEMBERS} WHERE {where} AND ({' OR '.join(either)}) ORDER BY a.id{lock}"
+    out = []
+    for row in driver_rows(conn, sql, args):
+        enrolled_at = read_time(row[4])
+        assert enrolled_at is not None
+        birth_date, tags = read_date(row[3]), read_json(row[6])
+        out.append(EarningMember._make((*row[:3], birth_date, enrolled_at, row[5], tags, *row[7:])))
+    return out
 
 
 def returns_of(conn: Connection, original_id: int) -> list[AnyRow]:

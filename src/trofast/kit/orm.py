@@ -7,7 +7,7 @@ the same metadata. Every table carries `program_id` (tenant isolation, sharding 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from operator import itemgetter
 from typing import Any, TypeAlias
@@ -93,7 +93,16 @@ def insert_returning_ids(conn: Connection, table: Table, rows: list[dict[str, An
     """
     if not rows:
         return []
-    count = len(rows)
+    ids = next_ids(conn, table, len(rows))
+    insert_rows(conn, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    return ids
+
+
+def next_ids(conn: Connection, table: Table, count: int) -> list[int]:
+    """`count` new ids for `table`, ascending: on SQLite after its largest id (the write
+    transaction holds the only write lock), on PostgreSQL from the table's sequence."""
+    if count <= 0:
+        return []
     if conn.dialect.name == "sqlite":
         last = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
         ids = list(range(last + 1, last + 1 + count))
@@ -108,8 +117,45 @@ def insert_returning_ids(conn: Connection, table: Table, rows: list[dict[str, An
         )
     if len(ids) != count:
         raise InvariantBroken(f"{table.name}: {len(ids)} ids for {count} rows")
-    insert_rows(conn, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
     return ids
+
+
+def insert_driver_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert `rows` in one `executemany` on the driver: each row holds every name in
+    `columns` (and nothing else is written), its values already as the driver takes them
+    (`bind_time`, `bind_json`...). For batch paths that build their rows themselves."""
+    if rows:
+        _bulk_insert(table, tuple(columns)).executemany(conn, rows)
+
+
+def time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """`bind_time` for many values, each distinct instant converted once (a batch's rows
+    share a few timestamps: the request's time, the activities' times)."""
+    seen: dict[datetime, Any] = {}
+
+    def bind(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        hit = seen.get(value)
+        if hit is None:
+            # Equal instants in other zones hash alike and convert alike.
+            hit = seen[value] = bind_time(value, dialect)
+        return hit
+
+    return bind
+
+
+def driver_rows(conn: Connection, sql: str, args: Any) -> list[tuple[Any, ...]]:
+    """Run a query written for the driver (its own paramstyle) in `conn`'s transaction; its
+    rows as tuples. For the few statements a `DriverStatement` cannot hold (IN lists)."""
+    cursor = driver_cursor(conn)
+    try:
+        cursor.execute(sql, args)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise_wrapped(conn, sql, args, exc)
+    return list(cursor.fetchall())
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -244,13 +290,16 @@ class DriverStatement:
         """Run once per row (every bind name present in each), as one `executemany`."""
         sql, names, constants = self._sql(conn.dialect)
         args: Any
-        if names is not None and not constants:
+        # Rows that hold every name (a batch's rows: columns with defaults given too) go to
+        # the driver as they are, or as tuples by one itemgetter; others take the constants.
+        given = not rows or all(n in rows[0] for n in (names or constants))
+        if names is not None and (given or not constants):
             take = itemgetter(*names)
             args = [take(row) for row in rows] if len(names) > 1 else [(take(r),) for r in rows]
         elif names is not None:
             args = [[row[n] if n in row else constants[n] for n in names] for row in rows]
         else:
-            args = [{**constants, **row} for row in rows] if constants else rows
+            args = [{**constants, **row} for row in rows] if constants and not given else rows
         try:
             driver_cursor(conn).executemany(sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
