@@ -4,6 +4,7 @@ reads back unchanged, and a realistic activity earns exactly what its comments p
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -259,6 +260,13 @@ def test_gym_visits_once_a_day_and_three_days_a_week() -> None:
     at = datetime(2026, 1, 15, 7, 12, tzinfo=STOCKHOLM)  # Thursday of week 3
     visit = event("store_visit", at, club="sodermalm")
     assert by_rule(engine.evaluate(spec, visit, member())) == {"visit": 10, "regular-week": 15}
+    # on the Puls Monthly plan (150 %): +5 and +7 (7.5 down) from plan-boost
+    on_plan = dataclasses.replace(member(), plan="puls-monthly")
+    assert by_rule(engine.evaluate(spec, visit, on_plan)) == {
+        "visit": 10,
+        "regular-week": 15,
+        "plan-boost": 12,
+    }
     # a second scan the same day earns nothing
     same_day = Counters(
         member={
