@@ -17,8 +17,12 @@ from trofast.analytics.simulate import simulate
 from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
 from trofast.ledger.audit import audit
+from trofast.programs import repository as programs_repository
+from trofast.programs import service as programs
 from trofast.programs.service import ProgramVersion
 from trofast.programs.spec import SpecError, validate_data
+from trofast.rules import engine
+from trofast.rules.engine import ActivityFacts, MemberSnapshot
 
 Headers = dict[str, str]
 Json = dict[str, Any]
@@ -225,3 +229,29 @@ def test_a_promised_percent_must_be_paid(fields: Json, path: str) -> None:
     with pytest.raises(SpecError) as caught:
         validate_data(document)
     assert any(where.startswith(path) for where, _ in caught.value.errors), caught.value.errors
+
+
+def test_a_version_applied_before_still_loads(
+    db: Database, clock: FixedClock, make_program: Callable[..., ProgramVersion]
+) -> None:
+    """A version stored before the percent had to be paid (tier.name rules with their own
+    percent) reads back as it was: the new check is for new documents only."""
+    program = make_program(tiers=TIERS, rules=RULES[:3])
+    old_style = {
+        **program.spec.model_dump(mode="json"),
+        "rules": [
+            RULES[0],
+            {"id": "gold", "priority": 200, "when": [{"field": "tier.name", "value": "gold"}],
+             "effect": {"kind": "multiplier", "percent": 150, "of": ["base"]}},
+        ],
+    }  # fmt: skip
+    with pytest.raises(SpecError):
+        validate_data(old_style)
+    with db.write() as conn:
+        programs_repository.insert_version(conn, program.program_id, 2, old_style, clock.now())
+    with db.read() as conn:
+        loaded = programs.current(conn, program.program_id)
+    assert loaded.version == 2
+    gold = MemberSnapshot(id=1, status="active", tier="gold")
+    facts = ActivityFacts("purchase", clock.now(), 10_000, "SEK")
+    assert engine.evaluate(loaded.spec, facts, gold).total_points == 10 + 5

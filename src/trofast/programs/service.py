@@ -57,7 +57,7 @@ def load_version(conn: Connection, program_id: int, version: int) -> ProgramVers
         document = repository.version_document(conn, program_id, version)
         if document is None:
             raise not_found("program_version", f"{program_id}@{version}")
-        spec = validate_data(document)
+        spec = validate_data(document, stored=True)
         with _cache_lock:
             _spec_cache[cache_key] = spec
     return ProgramVersion(program_id, version, spec)

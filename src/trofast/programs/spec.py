@@ -12,7 +12,15 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trofast.memberships.document import MembershipPlan, MembershipPlans, check_plans
 from trofast.partners.document import Partner, check_partners
@@ -117,7 +125,7 @@ class ProgramSpec(Strict):
     )
 
     @model_validator(mode="after")
-    def _references(self) -> ProgramSpec:
+    def _references(self, info: ValidationInfo) -> ProgramSpec:
         rules = self.rules or []
         for field, ids in (
             ("rules", [rule.id for rule in rules]),
@@ -198,7 +206,7 @@ class ProgramSpec(Strict):
                 if self.tiers and tier_id not in tier_ids:
                     raise ValueError(f"rewards.{index}.eligible.tiers.{n}: no tier {tier_id!r}")
         check_plans(self.membership_plans, {reward.id for reward in self.rewards})
-        if self.rules is not None:
+        if self.rules is not None and not (info.context or {}).get("stored"):
             _multipliers_paid(self.rules, self.tiers, self.membership_plans)
         check_partners(self.partners, [(i, r.partner) for i, r in enumerate(self.rewards)])
         return self
@@ -287,11 +295,13 @@ def parse_document(text: str) -> ProgramSpec:
     return validate_data(data)
 
 
-def validate_data(data: Any) -> ProgramSpec:
+def validate_data(data: Any, *, stored: bool = False) -> ProgramSpec:
+    """A ProgramSpec, or SpecError with every error. `stored`: a version applied before, read
+    back; checks added since it was applied (an earn multiplier no rule pays) are skipped."""
     if not isinstance(data, dict):
         raise SpecError([("(document)", "must be a mapping of fields")])
     try:
-        return ProgramSpec.model_validate(data)
+        return ProgramSpec.model_validate(data, context={"stored": stored})
     except ValidationError as exc:
         raise SpecError([_located(err) for err in exc.errors()]) from None
 
