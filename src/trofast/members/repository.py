@@ -138,27 +138,25 @@ def page(
     stmt = select(members).where(members.c.program_id == program_id, members.c.id > after_id)
     if "q" in filters:
         q = filters["q"]
+        companies = _members_of_users(
+            conn,
+            program_id,
+            or_(member_users.c.email == q.lower(), member_users.c.external_id == q),
+        )
         stmt = stmt.where(
             or_(
                 members.c.email == q.lower(),
                 members.c.phone == filters.get("q_phone", q),
                 members.c.loyalty_number == q,
                 members.c.external_id == q,
-                members.c.id.in_(
-                    _users_where(
-                        program_id,
-                        or_(member_users.c.email == q.lower(), member_users.c.external_id == q),
-                    )
-                ),
+                *([members.c.id.in_(companies)] if companies else []),
             )
         )
     if "email" in filters:  # a company is found by its users' e-mail addresses too
         email = filters["email"]
+        companies = _members_of_users(conn, program_id, member_users.c.email == email)
         stmt = stmt.where(
-            or_(
-                members.c.email == email,
-                members.c.id.in_(_users_where(program_id, member_users.c.email == email)),
-            )
+            or_(members.c.email == email, *([members.c.id.in_(companies)] if companies else []))
         )
     for column in ("phone", "loyalty_number", "external_id", "status"):
         if column in filters:
@@ -192,12 +190,17 @@ def birthdays_on(conn: Connection, program_id: int, days: list[date]) -> list[tu
     ]
 
 
-def _users_where(program_id: int, condition: Any) -> Any:
-    """The members whose current users meet `condition` (a subquery)."""
-    return select(member_users.c.member_id).where(
-        member_users.c.program_id == program_id,
-        member_users.c.removed_at.is_(None),
-        condition,
+def _members_of_users(conn: Connection, program_id: int, condition: Any) -> list[int]:
+    """The members whose current users meet `condition`, looked up first (by the users'
+    unique indexes) so that the member query stays on its own indexes."""
+    return list(
+        conn.execute(
+            select(member_users.c.member_id).where(
+                member_users.c.program_id == program_id,
+                member_users.c.removed_at.is_(None),
+                condition,
+            )
+        ).scalars()
     )
 
 
