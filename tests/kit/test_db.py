@@ -1,14 +1,25 @@
-"""kit.db: the SQLite write turns are handed out first come, first served."""
+"""kit.db: the SQLite write turns are handed out first come, first served; writes queued
+together share one commit, and one that fails loses no other."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from trofast.kit.db import FairLock
+from trofast.kit.db import Database, FairLock
+from trofast.kit.errors import Problem
+from trofast.kit.idempotency import idempotency_keys, remember
 
 
 def test_write_turns_go_in_arrival_order() -> None:
@@ -43,3 +54,74 @@ def test_a_turn_not_given_in_time_is_a_pool_timeout() -> None:
     lock.release()
     lock.acquire()  # the timed-out waiter left the queue: the lock is free
     lock.release()
+
+
+def _queue_behind_a_busy_writer(
+    db: Database, works: list[Callable[[Connection], Any]]
+) -> list[Any]:
+    """Run `works` through `run_write` while the writer is busy, so that they are all queued
+    when it is free again; each one's outcome (result or exception)."""
+    busy, free = threading.Event(), threading.Event()
+
+    def blocker(conn: Connection) -> None:
+        busy.set()
+        free.wait(10)
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(db.run_write(blocker))
+        while not busy.is_set():
+            await asyncio.sleep(0.001)
+        queued = [asyncio.ensure_future(db.run_write(work)) for work in works]
+        await asyncio.sleep(0.05)  # queued: let a writer thread become free to take them
+        free.set()
+        await first
+        return list(await asyncio.gather(*queued, return_exceptions=True))
+
+    if db.write_threads._max_workers > 1:  # PostgreSQL: one writer thread for the test
+        db = dataclasses.replace(db, write_threads=ThreadPoolExecutor(1), write_queue=deque())
+    return asyncio.run(main())
+
+
+def _stored_keys(db: Database, program_id: int) -> set[str]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(idempotency_keys.c.key).where(idempotency_keys.c.program_id == program_id)
+        ).all()
+    return {row.key for row in rows}
+
+
+def test_queued_writes_share_one_commit(db: Database, make_program: Callable[..., Any]) -> None:
+    program_id = make_program().program_id
+    now = datetime.now(UTC)
+
+    def work(n: int) -> Callable[[Connection], Any]:
+        def remember_one(conn: Connection) -> Any:
+            remember(conn, program_id, f"k{n}", "d", 201, {"n": n}, now)
+            return conn.get_transaction()
+
+        return remember_one
+
+    outcomes = _queue_behind_a_busy_writer(db, [work(n) for n in range(5)])
+    assert len({id(transaction) for transaction in outcomes}) == 1  # one transaction for all
+    assert _stored_keys(db, program_id) == {f"k{n}" for n in range(5)}
+
+
+def test_a_failing_write_in_a_group_loses_no_other(
+    db: Database, make_program: Callable[..., Any]
+) -> None:
+    program_id = make_program().program_id
+    now = datetime.now(UTC)
+
+    def work(n: int) -> Callable[[Connection], Any]:
+        def remember_one(conn: Connection) -> Any:
+            remember(conn, program_id, f"k{n}", "d", 201, {"n": n}, now)
+            if n == 2:
+                raise Problem(422, "refused", "Number two is refused after writing.")
+            return n
+
+        return remember_one
+
+    outcomes = _queue_behind_a_busy_writer(db, [work(n) for n in range(5)])
+    assert outcomes[:2] == [0, 1] and outcomes[3:] == [3, 4]
+    assert isinstance(outcomes[2], Problem) and outcomes[2].code == "refused"
+    assert _stored_keys(db, program_id) == {"k0", "k1", "k3", "k4"}

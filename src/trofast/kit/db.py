@@ -67,6 +67,22 @@ class FairLock:
                 self._held = False
 
 
+#: At most this many queued works share one transaction.
+MAX_GROUP = 32
+
+_QueuedWork = tuple[Callable[[Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Give a queued work's outcome to its request (on the event loop's thread)."""
+    if future.cancelled():  # the client went away; the work is done all the same
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 @dataclass(frozen=True)
 class Database:
     """The write engine, the read engine and which dialect they speak."""
@@ -80,6 +96,8 @@ class Database:
     )
     #: SQLite: turns at the single write connection, first come first served.
     write_turns: FairLock | None = field(default=None, compare=False, repr=False)
+    #: Works `run_write` queued for the writer threads, in arrival order.
+    write_queue: deque[_QueuedWork] = field(default_factory=deque, compare=False, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,13 +119,45 @@ class Database:
             turns.release()
 
     async def run_write(self, work: Callable[[Connection], T]) -> T:
-        """`work(conn)` in a write transaction on a writer thread, awaited from the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.write_threads, self._write_with, work)
+        """`work(conn)` in a write transaction on a writer thread, awaited from the event loop.
 
-    def _write_with(self, work: Callable[[Connection], T]) -> T:
-        with self.write() as conn:
-            return work(conn)
+        Works queued together share one transaction and one commit (group commit): each
+        answer is given only after that commit. If any of them raises, the group is rolled
+        back and each work runs again in a transaction of its own, so a failing request
+        never changes or loses another's."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self.write_queue.append((work, future, loop))  # deque.append is thread-safe
+        self.write_threads.submit(self._write_group)
+        return await future
+
+    def _write_group(self) -> None:
+        """Take the works queued so far (one submitted task per work: a task that finds the
+        queue emptied by an earlier one has nothing to do) and run them."""
+        group: list[_QueuedWork] = []
+        while len(group) < MAX_GROUP:
+            try:
+                group.append(self.write_queue.popleft())
+            except IndexError:
+                break
+        if len(group) > 1:
+            try:
+                with self.write() as conn:
+                    results = [work(conn) for work, _, _ in group]
+            except Exception:  # rolled back: every work again, on its own
+                pass
+            else:
+                for (_, future, loop), result in zip(group, results, strict=True):
+                    loop.call_soon_threadsafe(_settle, future, result, None)
+                return
+        for work, future, loop in group:
+            try:
+                with self.write() as conn:
+                    result = work(conn)
+            except BaseException as exc:  # handed to the awaiting request
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import URL
 
 from trofast.kit.errors import invalid, not_found
 from trofast.ledger import service as ledger
@@ -23,7 +24,9 @@ class ProgramVersion:
     spec: ProgramSpec
 
 
-_spec_cache: dict[tuple[str, int, int], ProgramSpec] = {}
+#: Keyed by the database's URL object (equal for the read and write engines; rendering it as
+#: text would cost more than the look-up).
+_spec_cache: dict[tuple[URL, int, int], ProgramSpec] = {}
 _cache_lock = threading.Lock()
 
 
@@ -51,7 +54,7 @@ def apply(conn: Connection, spec: ProgramSpec, now: datetime) -> ProgramVersion:
 
 def load_version(conn: Connection, program_id: int, version: int) -> ProgramVersion:
     """A version's parsed document; versions are immutable, so parses are cached."""
-    cache_key = (str(conn.engine.url), program_id, version)
+    cache_key = (conn.engine.url, program_id, version)
     spec = _spec_cache.get(cache_key)
     if spec is None:
         document = repository.version_document(conn, program_id, version)
