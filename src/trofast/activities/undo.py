@@ -221,6 +221,8 @@ class _Undoing:
             self.done.kept_points += max(0, points - uncompleted * reward)
 
     def take_off(self, card_id: str, stamps: int) -> None:
+        """Take `stamps` off the card; what it lacks, cards the purchase completed give back
+        (as many as needed and can be taken back); never below zero."""
         card = self.compiled.cards[card_id]
         key = engine.stamp_key(card_id)
         have = self.counters.get(key, (0, 0))[0]
