@@ -294,3 +294,38 @@ def test_the_stamp_note_reads_back() -> None:
     notes = [o.note for o in engine.evaluate(spec, facts, member, counters).outcomes]
     assert [engine.stamps_noted(note) for note in notes] == [("coffee", 1, 1), ("coffee", 21, 2)]
     assert engine.stamps_noted("base: capped per month") is None
+
+
+def test_any_split_of_returns_ends_where_it_began(shop: Callable[..., Shop]) -> None:
+    """A purchase of 12 lattes on a card holding 7 (19 stamps: a card completed, 9 left),
+    returned in pieces of lattes, then one latte's worth by amount, then the rest: the card
+    and the points end as before the purchase, whatever the pieces."""
+    s = shop(BASE, STAMPS, stamp_cards=POINTS_CARD)
+    for pieces in ([1] * 10, [9, 1], [3, 3, 4], [10]):
+        m = s.enrol()
+        s.buy(m, lattes(7))  # 27 points
+        bought = s.buy(m, lattes(12))  # 46 + 100 points
+        assert (points(s, m), card(s, m)) == (173, 9)
+        seen = []
+        for n in pieces:
+            s.give_back(bought, lines=[lattes(n)])
+            seen.append(card(s, m))
+        s.give_back(bought, amount=LATTE)  # one latte's worth, without lines
+        s.give_back(bought)
+        assert (points(s, m), card(s, m)) == (27, 7), (pieces, seen)
+    assert s.audit() == []
+
+
+def test_a_batch_return_undoes_as_a_single_one(shop: Callable[..., Shop]) -> None:
+    s = shop(BASE, STAMPS, stamp_cards=POINTS_CARD)
+    m = s.enrol()
+    bought = s.buy(m, lattes(3))
+    back = {
+        "type": "return",
+        "external_id": "batch-back",
+        "original_external_id": bought["external_id"],
+    }
+    r = s.client.post("/v1/activities/batch", json={"activities": [back]}, headers=s.pos)
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["result"]["notes"] == ["coffee: 3 stamp(s) taken back: 0/10"]
+    assert (points(s, m), card(s, m)) == (0, 0)
