@@ -164,7 +164,7 @@ def _earning(
     occurred_at: datetime,
 ) -> ActivityResult:
     """A purchase or an event: evaluate the rules, store the activity, post what it earns."""
-    _check_earning(program, data, occurred_at, ctx.now, single=True)
+    _check_earning(program, data, occurred_at, ctx.now)
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
         member = _lock_member(conn, program.program_id, data.member_id, data.loyalty_number)
@@ -336,17 +336,8 @@ def _post(
 
 
 def _check_earning(
-    program: ProgramVersion,
-    data: PurchaseIn | EventIn,
-    occurred_at: datetime,
-    now: datetime,
-    *,
-    single: bool = False,
+    program: ProgramVersion, data: PurchaseIn | EventIn, occurred_at: datetime, now: datetime
 ) -> None:
-    """Refuse what no path may store; a batch (not `single`) hands an activity naming a
-    company's user to the single path, which checks the user."""
-    if data.user_external_id is not None and not single:
-        raise _UseSinglePath()
     currency = program.spec.currency
     if isinstance(data, EventIn) and data.event_type in memberships.EVENT_TYPES:
         memberships.refuse_card_data(data.attributes)  # never stored, with or without plans
@@ -567,6 +558,8 @@ def _bulk_earning(
             raise _UseSinglePath()
         if _is_membership_event(program, item):
             raise _UseSinglePath()  # a membership changes one event at a time
+        if item.user_external_id is not None:
+            raise _UseSinglePath()  # a company's user is checked one by one
         first_seen[item.external_id] = k
         accepted.append((k, facts_of(item, occurred_at), member))
     counts, shared = _load_batch_counters(conn, program, ctx, accepted)
