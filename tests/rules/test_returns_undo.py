@@ -316,10 +316,33 @@ def test_any_split_of_returns_ends_where_it_began(shop: Callable[..., Shop]) -> 
     assert s.audit() == []
 
 
-def test_a_batch_return_undoes_as_a_single_one(shop: Callable[..., Shop]) -> None:
+def test_returns_undo_batch_purchases_and_a_batch_return_as_single_ones(
+    shop: Callable[..., Shop],
+) -> None:
     s = shop(BASE, STAMPS, stamp_cards=POINTS_CARD)
     m = s.enrol()
-    bought = s.buy(m, lattes(3))
+    purchases = [
+        {
+            "type": "purchase",
+            "external_id": f"batch-{n}",
+            "member_id": m,
+            "amount": LATTE * count,
+            "currency": "SEK",
+            "lines": [lattes(count)],
+        }
+        for n, count in enumerate((8, 3))
+    ]
+    r = s.client.post("/v1/activities/batch", json={"activities": purchases}, headers=s.pos)
+    assert r.status_code == 200, r.text
+    assert [i["result"]["points"] for i in r.json()["items"]] == [31, 111]
+    assert (points(s, m), card(s, m)) == (142, 1)
+    undone = s.give_back(purchases[1], lines=[lattes(2)])  # the bulk path's stored answer
+    assert (undone["points"], undone["notes"]) == (
+        -108,
+        ["coffee: 2 stamp(s) taken back: 9/10, 1 card(s) taken back"],
+    )
+    assert (points(s, m), card(s, m)) == (34, 9)
+    bought = s.buy(m, lattes(3))  # 11 + 100 points, 2 stamps
     back = {
         "type": "return",
         "external_id": "batch-back",
@@ -327,5 +350,8 @@ def test_a_batch_return_undoes_as_a_single_one(shop: Callable[..., Shop]) -> Non
     }
     r = s.client.post("/v1/activities/batch", json={"activities": [back]}, headers=s.pos)
     assert r.status_code == 200, r.text
-    assert r.json()["items"][0]["result"]["notes"] == ["coffee: 3 stamp(s) taken back: 0/10"]
-    assert (points(s, m), card(s, m)) == (0, 0)
+    assert r.json()["items"][0]["result"]["notes"] == [
+        "coffee: 3 stamp(s) taken back: 9/10, 1 card(s) taken back"
+    ]
+    assert (points(s, m), card(s, m)) == (34, 9)
+    assert s.audit() == []
