@@ -244,3 +244,34 @@ def test_bulk_writes_the_rows_single_earns_write(
     assert any(a["cashback"] for a in batch_answers) and any(
         a["balance"] and a["balance"]["pending"] for a in batch_answers
     )
+
+
+def test_a_receipt_stored_meanwhile_sends_the_run_one_by_one(
+    client: TestClient,
+    pos: dict[str, str],
+    db: Database,
+    program: ProgramVersion,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An external_id stored by another request after the batch looked (here: the look-up
+    made blind) fails the run's multi-row insert (COPY on PostgreSQL) on the unique
+    constraint: the run is rolled back to its savepoint and goes one by one, so the
+    receipt is replayed and the others are accepted once."""
+    member = client.post("/v1/members", json={"email": "race@example.com"}, headers=pos).json()
+    items = [
+        {"type": "purchase", "external_id": f"c{n}", "member_id": member["id"],
+         "amount": 1000 * (n + 1), "currency": "SEK"}
+        for n in range(30)
+    ]  # fmt: skip
+    first = client.post("/v1/activities", json=items[7], headers=pos)
+    assert first.status_code == 201
+    monkeypatch.setattr(activities.repository, "received_among", lambda *args: set())
+    reply = client.post("/v1/activities/batch", json={"activities": items}, headers=pos)
+    assert reply.status_code == 200, reply.text
+    statuses = [item["status"] for item in reply.json()["items"]]
+    assert statuses == [201] * 7 + [200] + [201] * 22
+    assert reply.json()["items"][7]["result"] == {**first.json(), "replayed": True}
+    balance = client.get(f"/v1/members/{member['id']}/balance", headers=pos).json()
+    assert balance["available"] == sum(range(1, 31))
+    with db.read() as conn:
+        assert audit(conn, program.program_id) == []

@@ -31,8 +31,10 @@ from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import time_binder
 from trofast.ledger import service as ledger
 from trofast.members import service as members
+from trofast.memberships import service as memberships
 from trofast.programs.service import ProgramVersion
 from trofast.rules import engine
+from trofast.tiers import service as tiers
 
 #: One item's answer: a JSON-ready `ActivityResult` (the bulk path's), a model (items
 #: ingested one by one, replays) or the problem that rejected it.
@@ -90,7 +92,8 @@ def _bulk_earning(
     out: list[Answer | None] = [None] * len(items)
     bodies = [item.model_dump(mode="json", exclude_none=True) for item in items]
     digests = [request_hash(body) for body in bodies]
-    existing = repository.find_many(conn, pid, {i.external_id for i in items})
+    received = repository.received_among(conn, pid, {i.external_id for i in items})
+    existing = repository.find_many(conn, pid, received) if received else {}
     found = repository.lock_earning_members(
         conn,
         pid,
@@ -139,7 +142,8 @@ def _bulk_earning(
         accepted.append((k, service.facts_of(item, occurred_at), member))
     counts, shared = service._load_batch_counters(conn, program, ctx, accepted)  # type: ignore[arg-type]
     member_ids = sorted({m.id for _, _, m in accepted if m is not None})
-    standings = service._standings(conn, program, member_ids, now)
+    tier_of = tiers.tiers_of(conn, program.spec, pid, member_ids)  # as service._standings
+    plan_of = memberships.plans_of(conn, program.spec, pid, member_ids, now)
     running: dict[int, ledger.Balance] = {}
     deltas: dict[tuple[int, str], list[int]] = {}
     effects_of: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -156,8 +160,7 @@ def _bulk_earning(
         balance = tier = plan = member_id = None
         if member is not None:
             member_id = member.id
-            standing = standings[member_id]
-            tier, plan = standing.tier, standing.plan
+            tier, plan = tier_of.get(member_id), plan_of.get(member_id)
             before = running.get(member_id) or ledger.Balance.of(member)
             mine = counts.setdefault(member_id, {})
             evaluation = engine.evaluate(

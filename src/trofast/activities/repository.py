@@ -45,6 +45,21 @@ def find_many(conn: Connection, program_id: int, external_ids: set[str]) -> dict
     return {str(r.external_id): r for r in rows}
 
 
+def received_among(conn: Connection, program_id: int, external_ids: set[str]) -> set[str]:
+    """Which of `external_ids` the program has received already (one query on the driver;
+    `find_many` then reads the rows of those, usually none)."""
+    if not external_ids:
+        return set()
+    refs = list(external_ids)
+    sql = "SELECT external_id FROM activities WHERE program_id = "
+    if conn.dialect.name == "postgresql":
+        rows = driver_rows(conn, sql + "%s AND external_id = ANY(%s)", (program_id, refs))
+    else:
+        marks = ", ".join("?" * len(refs))
+        rows = driver_rows(conn, sql + f"? AND external_id IN ({marks})", [program_id, *refs])
+    return {str(row[0]) for row in rows}
+
+
 def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert several activities in one multi-row statement; their ids in order."""
     return insert_returning_ids(conn, activities, rows)

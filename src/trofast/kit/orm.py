@@ -26,8 +26,6 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
-    func,
-    select,
 )
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.exc import DBAPIError
@@ -104,17 +102,15 @@ def next_ids(conn: Connection, table: Table, count: int) -> list[int]:
     if count <= 0:
         return []
     if conn.dialect.name == "sqlite":
-        last = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
-        ids = list(range(last + 1, last + 1 + count))
+        last = driver_rows(conn, f"SELECT coalesce(max(id), 0) FROM {table.name}", ())[0][0]
+        ids = list(range(int(last) + 1, int(last) + 1 + count))
     else:
-        ids = sorted(
-            int(v)
-            for v in conn.execute(
-                select(func.nextval(func.pg_get_serial_sequence(table.name, "id"))).select_from(
-                    func.generate_series(1, count)
-                )
-            ).scalars()
+        rows = driver_rows(
+            conn,
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table.name, count),
         )
+        ids = sorted(int(row[0]) for row in rows)
     if len(ids) != count:
         raise InvariantBroken(f"{table.name}: {len(ids)} ids for {count} rows")
     return ids
@@ -125,9 +121,34 @@ def insert_driver_rows(
 ) -> None:
     """Insert `rows` in one `executemany` on the driver: each row holds every name in
     `columns` (and nothing else is written), its values already as the driver takes them
-    (`bind_time`, `bind_json`...). For batch paths that build their rows themselves."""
-    if rows:
-        _bulk_insert(table, tuple(columns)).executemany(conn, rows)
+    (`bind_time`, `bind_json`...). For batch paths that build their rows themselves.
+
+    On PostgreSQL many rows go by `COPY ... FROM STDIN` instead: one statement, where
+    `executemany` sends one per row (PERFORMANCE.md: COPY writes the batch earn 35 %
+    faster); constraints, foreign keys and their errors are the same."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        _copy_rows(conn, table, tuple(columns), rows)
+        return
+    _bulk_insert(table, tuple(columns)).executemany(conn, rows)
+
+
+#: The fewest rows `insert_driver_rows` sends by COPY on PostgreSQL.
+COPY_FROM = 20
+
+
+def _copy_rows(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    take = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    try:
+        with driver_cursor(conn).copy(sql) as copy:
+            for row in rows:
+                copy.write_row(take(row))
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise_wrapped(conn, sql, (), exc)
 
 
 def time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:

@@ -21,7 +21,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, NoResultFound
 
 from trofast.kit.errors import InvariantBroken, Problem, conflict
-from trofast.kit.orm import AnyRow, DriverStatement, bind_time, insert_returning_ids
+from trofast.kit.orm import (
+    AnyRow,
+    DriverStatement,
+    bind_time,
+    driver_rows,
+    insert_driver_rows,
+    insert_returning_ids,
+    next_ids,
+    time_binder,
+)
 from trofast.ledger import repository
 from trofast.ledger.allocation import LotBalance, allocate
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
@@ -638,59 +647,104 @@ def _is_pending(credit: Credit, now: datetime) -> bool:
 def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[int]:
     """Post many earns in a few multi-row statements (batch ingest); the transaction ids.
 
-    Writes exactly the rows `post(Earn)` writes for each. The caller holds the accounts'
-    locks and has checked they carry no debt (collecting debt needs the per-earn path).
+    Writes exactly the rows `post(Earn)` writes for each: the headers, the lots and their
+    legs with ids assigned up front, one `executemany` per table on the driver (values
+    converted here once, each distinct timestamp once), then one counter update per
+    account. The caller holds the accounts' locks and has checked they carry no debt
+    (collecting debt needs the per-earn path); `balances` reads the result back.
     """
     if not earns:
         return []
     if any(c.points < 0 for e in earns for c in e.credits):
         raise InvariantBroken("an earn credit cannot be negative")
-    headers = [
-        _header_values(
-            ctx,
-            "earn",
-            e.idempotency_key,
-            member_id=e.member_id,
-            activity_id=e.activity_id,
-            rule=",".join(c.rule for c in e.credits if c.points > 0) or None,
-            effective_at=e.effective_at,
+    when = time_binder(conn.dialect)
+    now = when(ctx.now)
+    pid, version, actor = ctx.program_id, ctx.program_version, ctx.actor
+    txn_ids = next_ids(conn, ledger_transactions, len(earns))
+    headers = []
+    owned = []
+    for earn, txn in zip(earns, txn_ids, strict=True):
+        given = [c for c in earn.credits if c.points > 0]
+        headers.append(
+            {
+                "id": txn,
+                "program_id": pid,
+                "kind": "earn",
+                "idempotency_key": earn.idempotency_key,
+                "request_hash": None,
+                "member_id": earn.member_id,
+                "activity_id": earn.activity_id,
+                "rule": ",".join(c.rule for c in given) or None,
+                "program_version": version,
+                "actor": actor,
+                "reference": None,
+                "reason": None,
+                "reverses_id": None,
+                "effective_at": when(earn.effective_at or ctx.now),
+                "created_at": now,
+            }
         )
-        for e in earns
-    ]
-    txn_ids = insert_returning_ids(conn, ledger_transactions, headers)
-    owned = [
-        (earn, txn, credit)
-        for earn, txn in zip(earns, txn_ids, strict=True)
-        for credit in earn.credits
-        if credit.points > 0
-    ]
+        owned += [(earn, txn, credit) for credit in given]
+    insert_driver_rows(conn, ledger_transactions, _BULK_HEADER_COLUMNS, headers)
     if not owned:
         return txn_ids
-    lot_rows = [
-        _lot_values(ctx, e.member_id, e.account_id, txn, e.activity_id, c) for e, txn, c in owned
-    ]
-    lot_ids = insert_returning_ids(conn, lots, lot_rows)
-    totals: dict[int, list[int]] = {}
+    lot_ids = next_ids(conn, lots, len(owned))
+    issuance: dict[str, int] = {}
+    lot_rows = []
     legs = []
+    totals: dict[int, list[int]] = {}
     for (earn, txn, credit), lot_id in zip(owned, lot_ids, strict=True):
         pending = _is_pending(credit, ctx.now)
-        phase = "pending" if pending else "single"
-        issuance = system_account(conn, ctx.program_id, "issuance", earn.unit)
-        legs.append(_leg(ctx, txn, issuance, earn.account_id, credit.points, phase, lot_id))
+        lot_rows.append(
+            {
+                "id": lot_id,
+                "program_id": pid,
+                "member_id": earn.member_id,
+                "account_id": earn.account_id,
+                "transaction_id": txn,
+                "activity_id": earn.activity_id,
+                "rule": credit.rule,
+                "original": credit.points,
+                "remaining": credit.points,
+                "held": 0,
+                "consumed": 0,
+                "expired": 0,
+                "reversed": 0,
+                "pending": pending,
+                "vests_at": when(credit.vests_at),
+                "expires_at": when(credit.expires_at),
+                "created_at": now,
+            }
+        )
+        debit = issuance.get(earn.unit)
+        if debit is None:
+            debit = issuance[earn.unit] = system_account(conn, pid, "issuance", earn.unit)
+        legs.append(
+            {
+                "program_id": pid,
+                "transaction_id": txn,
+                "debit_account_id": debit,
+                "credit_account_id": earn.account_id,
+                "amount": credit.points,
+                "phase": "pending" if pending else "single",
+                "pending_id": None,
+                "lot_id": lot_id,
+                "created_at": now,
+            }
+        )
         total = totals.setdefault(earn.account_id, [0, 0])
         total[1 if pending else 0] += credit.points
-    _insert_legs(conn, legs)
-    conn.execute(
-        update(accounts)
-        .where(
-            accounts.c.id == bindparam("b_account"),
-            accounts.c.debt == 0,
-            accounts.c.withheld == 0,
+    insert_driver_rows(conn, lots, _BULK_LOT_COLUMNS, lot_rows)
+    insert_driver_rows(conn, transfers, _TRANSFER_COLUMNS, legs)
+    if conn.dialect.name == "postgresql":  # one statement instead of one per account
+        driver_rows(
+            conn,
+            _ADD_EARNED_MANY,
+            (list(totals), [t[0] for t in totals.values()], [t[1] for t in totals.values()]),
         )
-        .values(
-            credits_posted=accounts.c.credits_posted + bindparam("b_posted"),
-            credits_pending=accounts.c.credits_pending + bindparam("b_pending"),
-        ),
+        return txn_ids
+    _DRIVER_ADD_EARNED.executemany(
+        conn,
         [
             {"b_account": account, "b_posted": posted, "b_pending": pending}
             for account, (posted, pending) in totals.items()
@@ -699,12 +753,44 @@ def post_earns(conn: Connection, ctx: Context, earns: Sequence[Earn]) -> list[in
     return txn_ids
 
 
+_BULK_HEADER_COLUMNS = ("id", *_HEADER_COLUMNS)
+_BULK_LOT_COLUMNS = ("id", *_LOT_COLUMNS)
+#: The batch's counter update: only where no debt or withheld points wait to be collected
+#: (`balances` then shows any account it skipped).
+_DRIVER_ADD_EARNED = DriverStatement(
+    update(accounts)
+    .where(
+        accounts.c.id == bindparam("b_account"),
+        accounts.c.debt == 0,
+        accounts.c.withheld == 0,
+    )
+    .values(
+        credits_posted=accounts.c.credits_posted + bindparam("b_posted"),
+        credits_pending=accounts.c.credits_pending + bindparam("b_pending"),
+    )
+)
+#: PostgreSQL: `_DRIVER_ADD_EARNED` for every account at once (`driver_rows` wants rows back).
+_ADD_EARNED_MANY = (
+    "UPDATE accounts SET credits_posted = accounts.credits_posted + v.posted,"
+    " credits_pending = accounts.credits_pending + v.pending"
+    " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, posted, pending)"
+    " WHERE accounts.id = v.id AND accounts.debt = 0 AND accounts.withheld = 0"
+    " RETURNING accounts.id"
+)
+_BALANCE_COLUMNS = ", ".join(c.name for c in _COUNTERS)
+
+
 def balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, Balance]:
-    """Current balances of several member accounts in one query."""
-    rows = conn.execute(
-        select(accounts.c.id, *_COUNTERS).where(accounts.c.id.in_(list(account_ids)))
-    ).all()
-    return {int(r.id): Balance.of(r) for r in rows}
+    """Current balances of several member accounts in one query (on the driver)."""
+    ids = list(account_ids)
+    if not ids:
+        return {}
+    sql = f"SELECT id, {_BALANCE_COLUMNS} FROM accounts WHERE id "
+    if conn.dialect.name == "postgresql":
+        rows = driver_rows(conn, sql + "= ANY(%s)", (ids,))
+    else:
+        rows = driver_rows(conn, sql + f"IN ({', '.join('?' * len(ids))})", ids)
+    return {int(r[0]): Balance.of(Counters(*r[1:])) for r in rows}
 
 
 def _insert_legs(conn: Connection, legs: list[dict[str, Any]]) -> None:
