@@ -1,7 +1,7 @@
 """Earn throughput and latency: Trofast beside the naive raw-SQL baselines, in one run.
 
     .venv/bin/python benchmarks/earn.py [--db sqlite|postgresql|both] [--seconds 10]
-                                        [--clients 16] [--loadgen python|wrk]
+                                        [--clients 16] [--loadgen python|wrk] [--only cd]
 
 For each database (a throwaway PostgreSQL server from tests/pgserver.py, a temporary SQLite
 file), with 10,000 members and 100,000 earns of history loaded first:
@@ -77,6 +77,7 @@ class Options:
     pg_fast: bool
     rounds: int = 2
     wait_idle: float = 0
+    only: str = "abcd"
 
 
 def _prefix(label: str) -> str:
@@ -258,21 +259,29 @@ def measure(name: str, url: str, settings: dict[str, Any], opts: Options) -> dic
         batch_meters = {**_meters(ours.pid, loaded), "load": this_process["client"]}
         http_batch = Batches(_http_batch(client, loaded, rng), batch_meters)
         raw_batch = Batches(_raw_batch(raw, loaded, rng), this_process)
-        arms: dict[str, Arm] = {
+        every: dict[str, Arm] = {
             "trofast_single": SingleEarns(ours, loaded, opts),
             "naive_single": SingleEarns(naive, loaded, opts),
             "trofast_batch": http_batch,
             "raw_batch": raw_batch,
         }
-        http_batch.run_one()  # warm-up batches (a and b warm up at the start of every run)
-        raw_batch.run_one()
+        arms = {
+            key: arm
+            for letter, (key, arm) in zip("abcd", every.items(), strict=True)
+            if letter in opts.only
+        }
+        for arm in arms.values():  # warm-up batches (a and b warm up at the start of every run)
+            if isinstance(arm, Batches):
+                arm.run_one()
         results["machine_busy_before_pct"] = busy = machine_busy()
         if busy > IDLE_PCT:
             print(f"[{name}] WARNING: the machine is {busy}% busy before the run (other"
                   " processes): figures will be low and noisy.", flush=True)  # fmt: skip
         keys = list(arms)
+        singles = [k for k in keys if k not in BATCH_ARMS]
+        turned = singles[::-1] + [k for k in keys if k in BATCH_ARMS][::-1]  # b a d c
         for number in range(opts.rounds):
-            order = keys if number % 2 == 0 else [keys[1], keys[0], keys[3], keys[2]]
+            order = keys if number % 2 == 0 else turned
             for key in order:
                 if opts.wait_idle > 0:
                     wait_idle(opts.wait_idle, name)
@@ -283,16 +292,22 @@ def measure(name: str, url: str, settings: dict[str, Any], opts: Options) -> dic
     return results
 
 
+BATCH_ARMS = ("trofast_batch", "raw_batch")
+
+
 def ratios(results: dict[str, Any]) -> dict[str, float]:
-    ours, naive = results["trofast_single"], results["naive_single"]
-    return {
-        "single_throughput_trofast_over_naive": round(ours["rps"] / naive["rps"], 2),
-        "single_p50_trofast_over_naive": round(ours["p50_ms"] / naive["p50_ms"], 2),
-        "single_p99_trofast_over_naive": round(ours["p99_ms"] / naive["p99_ms"], 2),
-        "batch_trofast_over_raw": round(
+    """The ratios of the measurements that ran (`--only`)."""
+    out: dict[str, float] = {}
+    if "trofast_single" in results and "naive_single" in results:
+        ours, naive = results["trofast_single"], results["naive_single"]
+        out["single_throughput_trofast_over_naive"] = round(ours["rps"] / naive["rps"], 2)
+        out["single_p50_trofast_over_naive"] = round(ours["p50_ms"] / naive["p50_ms"], 2)
+        out["single_p99_trofast_over_naive"] = round(ours["p99_ms"] / naive["p99_ms"], 2)
+    if "trofast_batch" in results and "raw_batch" in results:
+        out["batch_trofast_over_raw"] = round(
             results["trofast_batch"]["earns_per_s"] / results["raw_batch"]["earns_per_s"], 2
-        ),
-    }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,8 +331,6 @@ def table(name: str, results: dict[str, Any], opts: Options) -> str:
     """The human-readable report of one database."""
     s = results["settings"]
     detail = ", ".join(f"{k}={v}" for k, v in s.items() if k != "server_version")
-    a, b = results["trofast_single"], results["naive_single"]
-    c, d = results["trofast_batch"], results["raw_batch"]
     r = results["ratios"]
     cpu_head = "".join(f"{label:>6}" for label, _ in _CPU_COLUMNS)
     lines = [
@@ -325,36 +338,47 @@ def table(name: str, results: dict[str, Any], opts: Options) -> str:
         f"  {opts.members:,} members, {opts.history:,} earns of history; {opts.seconds:g} s per"
         f" measurement in {opts.rounds} rounds; machine {results['machine_busy_before_pct']}%"
         " busy before",
-        f"  a, b: {opts.clients} keep-alive clients, load generator {a['tool']};"
+        f"  a, b: {opts.clients} keep-alive clients, load generator {opts.loadgen};"
         f" c: one client, {BATCH:,} purchases a request",
         "  CPU, % of one core: app = uvicorn process (d: the client), db = PostgreSQL server"
         " (SQLite works inside app),",
         "  load = load generator (c: the client), other = processes not ours",
-        f"  {'':43}{'earns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>7} {cpu_head}",
     ]
-    for label, row in (
-        ("a) Trofast  POST /v1/activities", a),
-        ("b) naive    plain-def endpoint, raw SQL", b),
+    if "trofast_single" in results or "naive_single" in results:
+        head = f"{'earns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
+        lines.append(f"  {'':43}{head} {cpu_head}")
+    for label, key in (
+        ("a) Trofast  POST /v1/activities", "trofast_single"),
+        ("b) naive    plain-def endpoint, raw SQL", "naive_single"),
     ):
+        if key not in results:
+            continue
+        row = results[key]
         errors = sum(row["errors"].values())
         lines.append(
             f"  {label:43}{row['rps']:>9,.0f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
             f"{row['max_ms']:>9.1f}{errors:>7} {_cpu_cells(row)}"
         )
-    lines.append(
-        f"  {'   Trofast / naive':43}{r['single_throughput_trofast_over_naive']:>8.2f}x"
-        f"{r['single_p50_trofast_over_naive']:>8.2f}x{r['single_p99_trofast_over_naive']:>8.2f}x"
-    )
+    if "single_throughput_trofast_over_naive" in r:
+        lines.append(
+            f"  {'   Trofast / naive':43}{r['single_throughput_trofast_over_naive']:>8.2f}x"
+            f"{r['single_p50_trofast_over_naive']:>8.2f}x"
+            f"{r['single_p99_trofast_over_naive']:>8.2f}x"
+        )
     lines.append(f"  {'':43}{'earns/s':>9}{'ms/batch':>9}{'':>25} {cpu_head}")
-    for label, row in (
-        ("c) Trofast  POST /v1/activities/batch", c),
-        (f"d) raw SQL  executemany, {BATCH:,} earns/txn", d),
+    for label, key in (
+        ("c) Trofast  POST /v1/activities/batch", "trofast_batch"),
+        (f"d) raw SQL  executemany, {BATCH:,} earns/txn", "raw_batch"),
     ):
+        if key not in results:
+            continue
+        row = results[key]
         lines.append(
             f"  {label:43}{row['earns_per_s']:>9,.0f}{row['batch_p50_ms']:>9,.0f}{'':>25}"
             f" {_cpu_cells(row)}"
         )
-    lines.append(f"  {'   Trofast batch / raw':43}{r['batch_trofast_over_raw']:>8.2f}x")
+    if "batch_trofast_over_raw" in r:
+        lines.append(f"  {'   Trofast batch / raw':43}{r['batch_trofast_over_raw']:>8.2f}x")
     return "\n".join(lines)
 
 
@@ -380,6 +404,7 @@ def environment(opts: Options) -> dict[str, Any]:
         "members": opts.members,
         "history": opts.history,
         "batch": BATCH,
+        "only": opts.only,
     }
 
 
@@ -407,14 +432,21 @@ def main(argv: list[str]) -> None:
         "--wait-idle", type=float, default=0, metavar="SECONDS",
         help="before each measurement wait up to SECONDS for the machine to be idle",
     )  # fmt: skip
+    parser.add_argument(
+        "--only", default="abcd", metavar="LETTERS",
+        help="the measurements to run, e.g. cd for the batch ones only (default abcd)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, help="JSON file (default results/earn-DATE.json)")
     args = parser.parse_args(argv)
+    only = "".join(sorted(set(args.only)))
+    if not only or set(only) - set("abcd"):
+        parser.error("--only takes letters among a, b, c and d")
     if args.loadgen == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
     opts = Options(
         seconds=args.seconds, warmup=args.warmup, clients=args.clients, members=args.members,
         history=args.history, loadgen=args.loadgen, pg_fast=args.pg_fast, rounds=args.rounds,
-        wait_idle=args.wait_idle,
+        wait_idle=args.wait_idle, only=only,
     )  # fmt: skip
     started = time.monotonic()
     report: dict[str, Any] = {"environment": environment(opts), "results": {}}
