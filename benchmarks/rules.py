@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,12 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from trofast import migrations
+from trofast import demo, migrations
 from trofast.analytics import repository
 from trofast.analytics.simulate import simulate
 from trofast.kit.db import connect
 from trofast.programs import service as programs
-from trofast.programs.spec import ProgramSpec
+from trofast.programs.spec import ProgramSpec, parse_document
 from trofast.rules import engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -87,15 +88,17 @@ EVENTS = ("store_visit",) * 5 + ("review", "social_share", "survey_answered", "a
 SKUS_PER_CATEGORY = 40
 
 
-def catalogue(rng: random.Random) -> list[dict[str, Any]]:
+def catalogue(
+    rng: random.Random, categories: dict[str, tuple[int, tuple[int, int]]] | None = None
+) -> list[dict[str, Any]]:
     """SKUs with a category, a unit price and zero to two labels."""
     items = []
-    for category, (_, (low, high)) in CATEGORIES.items():
+    for category, (share, (low, high)) in (categories or CATEGORIES).items():
         for n in range(SKUS_PER_CATEGORY):
             labels = sorted(rng.sample(LABELS, k=rng.choice((0, 0, 0, 1, 1, 2))))
             items.append(
                 {"sku": f"{category[:4]}-{n:03d}", "category": category,
-                 "price": rng.randint(low, high), "labels": labels}
+                 "price": rng.randint(low, high), "labels": labels, "share": share}
             )  # fmt: skip
     return items
 
@@ -104,7 +107,7 @@ def basket_lines(
     rng: random.Random, items: list[dict[str, Any]], count: int
 ) -> list[dict[str, Any]]:
     """`count` lines as a till sends them (the stored body's `lines`)."""
-    weights = [CATEGORIES[item["category"]][0] for item in items]
+    weights = [item["share"] for item in items]
     lines = []
     for item in rng.choices(items, weights, k=count):
         quantity = rng.choice((1, 1, 1, 1, 2, 2, 3))
@@ -300,6 +303,206 @@ PROGRAM_50 = _program(
 assert len(PROGRAM_50["rules"]) == 50, len(PROGRAM_50["rules"])
 
 
+# --- real programs: the example documents, each over a history its rules can match ---------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REAL_START = datetime(2025, 9, 1, tzinfo=UTC)  # a year that holds the examples' dated rules
+
+
+def _document(name: str) -> dict[str, Any]:
+    return parse_document((EXAMPLES / name).read_text()).model_dump(mode="json")
+
+
+def _pool_of(
+    basket: Callable[[random.Random], list[dict[str, Any]]],
+) -> Callable[[random.Random, int], list[tuple[int, str]]]:
+    """20,000 baskets made by `basket`, as (amount, lines JSON)."""
+
+    def pool(rng: random.Random, _lines: int) -> list[tuple[int, str]]:
+        found = []
+        for _ in range(20_000):
+            lines = basket(rng)
+            found.append((sum(ln["amount"] for ln in lines), json.dumps(lines)))
+        return found
+
+    return pool
+
+
+def _bench_pool(rng: random.Random, lines: int) -> list[tuple[int, str]]:
+    items = catalogue(rng)
+    pool = []
+    for _ in range(20_000):
+        basket = basket_lines(rng, items, lines)
+        pool.append((sum(ln["amount"] for ln in basket), json.dumps(basket)))
+    return pool
+
+
+def _line(sku: str, category: str, price: int, quantity: int = 1) -> dict[str, Any]:
+    return {"sku": sku, "category": category, "quantity": quantity, "amount": price * quantity,
+            "labels": []}  # fmt: skip
+
+
+def _cafe_basket(rng: random.Random) -> list[dict[str, Any]]:
+    """A till's café order, picked as src/trofast/demo.py picks them (its products; the
+    season and the lunch hour aside): a coffee or tea most times, a bun or cake almost every
+    other time, sometimes a sandwich or a drink; now and then a friend's order too."""
+    picks = []
+    if rng.random() < 0.85:
+        picks.append(rng.choice(demo.COFFEE))
+    if rng.random() < 0.45:
+        picks.append(rng.choice(demo.BAKERY))
+    if rng.random() < 0.15:
+        picks.append(rng.choice(demo.SANDWICHES))
+    if rng.random() < 0.1 or not picks:
+        picks.append(rng.choice(demo.DRINKS))
+    extra = 2 if rng.random() < 0.12 else 1
+    quantities: dict[Any, int] = {}
+    for product in picks:
+        quantities[product] = quantities.get(product, 0) + extra
+    return [_line(p.sku, p.category, p.price, q) for p, q in quantities.items()]
+
+
+def _cafe_web_basket(rng: random.Random) -> list[dict[str, Any]]:
+    """A web-shop order of beans and mugs (demo.py's WEBSHOP)."""
+    quantities: dict[Any, int] = {}
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        product = rng.choice(demo.WEBSHOP)
+        quantities[product] = quantities.get(product, 0) + 1
+    return [_line(p.sku, p.category, p.price, q) for p, q in quantities.items()]
+
+
+#: Torvet's categories: the benchmark catalogue with lottery (which grocery.yaml excludes)
+#: in place of pharmacy; labels as there (organic is what its personal offer multiplies).
+GROCERY_CATEGORIES = {
+    ("lottery" if name == "pharmacy" else name): value for name, value in CATEGORIES.items()
+}
+
+
+def _grocery_pool(rng: random.Random, lines: int) -> list[tuple[int, str]]:
+    items = catalogue(rng, GROCERY_CATEGORIES)
+    return _pool_of(lambda r: basket_lines(r, items, lines))(rng, lines)
+
+
+#: Linnéa & Co's catalogue: category -> (share of lines, price range in öre).
+FASHION_CATEGORIES: dict[str, tuple[int, tuple[int, int]]] = {
+    "tops": (25, (14_900, 49_900)), "knitwear": (10, (39_900, 99_900)),
+    "trousers": (12, (39_900, 89_900)), "denim": (12, (59_900, 129_900)),
+    "dresses": (10, (49_900, 149_900)), "outerwear": (6, (99_900, 299_900)),
+    "shoes": (8, (69_900, 199_900)), "accessories": (10, (9_900, 39_900)),
+    "outlet": (6, (9_900, 49_900)), "gift-cards": (1, (20_000, 100_000)),
+}  # fmt: skip
+
+
+def _fashion_pools() -> tuple[
+    Callable[[random.Random, int], list[tuple[int, str]]],
+    Callable[[random.Random, int], list[tuple[int, str]]],
+]:
+    """(shop pool, web pool): one to four garments; a web order has a shipping line too."""
+    items: list[dict[str, Any]] = []
+
+    def garments(rng: random.Random) -> list[dict[str, Any]]:
+        if not items:
+            items.extend(catalogue(random.Random(SEED + 3), FASHION_CATEGORIES))
+        weights = [item["share"] for item in items]
+        count = rng.choice((1, 1, 1, 2, 2, 3, 4))
+        return [
+            _line(item["sku"], item["category"], item["price"])
+            for item in rng.choices(items, weights, k=count)
+        ]
+
+    def shipped(rng: random.Random) -> list[dict[str, Any]]:
+        lines = garments(rng)
+        free = sum(ln["amount"] for ln in lines) >= 49_900
+        return [*lines, _line("shipping", "shipping", 0 if free else 4_900)]
+
+    return _pool_of(garments), _pool_of(shipped)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A program and the history generated for it: activities its rules can match."""
+
+    name: str
+    document: dict[str, Any]  # replayed, and applied as the stored version
+    start: datetime
+    currency: str
+    pool: Callable[[random.Random, int], list[tuple[int, str]]]  # (amount, lines JSON)
+    stores: tuple[str, ...]
+    channels: tuple[str, ...]
+    events: tuple[str, ...]
+    purchase_share: float = 0.88  # then events up to 0.98, then returns
+    #: channel -> its own pool (a web shop's orders differ from a till's)
+    channel_pools: dict[str, Callable[[random.Random, int], list[tuple[int, str]]]] = field(
+        default_factory=dict
+    )
+    #: the stores of the `partner` channel
+    partner_stores: tuple[str, ...] = ()
+    #: (tag, share of members)
+    tags: tuple[tuple[str, float], ...] = ()
+    note: str = ""
+
+    @property
+    def end(self) -> datetime:
+        return self.start + SPAN * 2  # the replay's [start, end): all of the history
+
+
+#: The history of (b) for the simple and the 50-rule program.
+BENCH = Profile(
+    "bench", PROGRAM_SIMPLE, START, "SEK", _bench_pool, STORES, CHANNELS, EVENTS
+)  # fmt: skip
+
+
+def real_profiles() -> dict[str, Profile]:
+    cafe_stores = tuple(store.code for store in demo.STORES for _ in range(store.weight // 3))
+    shop, web = _fashion_pools()
+    return {
+        "cafe": Profile(
+            "cafe",
+            parse_document(demo.PROGRAM_DOCUMENT).model_dump(mode="json"),
+            REAL_START,
+            "SEK",
+            _pool_of(_cafe_basket),
+            cafe_stores,
+            ("store",) * 9 + ("online",),
+            ("signup", "birthday"),
+            purchase_share=0.96,
+            channel_pools={"online": _pool_of(_cafe_web_basket)},
+            note="demo.py's program (examples/cafe.yaml) and products, 1-4 lines;"
+            " 2 % signup/birthday events",
+        ),
+        "grocery": Profile(
+            "grocery",
+            _document("grocery.yaml"),
+            REAL_START,
+            "DKK",
+            _grocery_pool,
+            tuple(f"torvet-{n:02d}" for n in range(1, 18)),
+            CHANNELS,
+            (),
+            purchase_share=0.98,
+            partner_stores=("brasa-aarhus-c", "brasa-vejle", "apoteket-odense", "brasa-kolding"),
+            tags=(("organic-fan", 0.1),),
+            note="examples/grocery.yaml over the benchmark catalogue (lottery for pharmacy),"
+            " 10 lines; partner purchases at partner stores, 10 % of members organic-fan;"
+            " no events (no event rules)",
+        ),
+        "fashion": Profile(
+            "fashion",
+            _document("fashion-eshop.yaml"),
+            REAL_START,
+            "SEK",
+            shop,
+            ("linnea-stockholm", "linnea-goteborg"),
+            ("store",) * 2 + ("online",) * 5 + ("app",) * 3,
+            ("signup", "review"),
+            purchase_share=0.93,
+            channel_pools={"online": web, "app": web},
+            note="examples/fashion-eshop.yaml (three tiers by spend), 1-4 garments, web and app"
+            " orders with a shipping line; 5 % signup/review events",
+        ),
+    }
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 
@@ -341,9 +544,9 @@ def facts_from_body(body: dict[str, Any], occurred_at: datetime, row: dict[str, 
     )  # fmt: skip
 
 
-def members_for(rng: random.Random, count: int) -> list[dict[str, Any]]:
+def members_for(rng: random.Random, count: int, start: datetime = START) -> list[dict[str, Any]]:
     rows = []
-    first = START - timedelta(days=730)
+    first = start - timedelta(days=730)
     for n in range(count):
         born = (
             date(1940, 1, 1) + timedelta(days=rng.randint(0, 365 * 65))
@@ -467,54 +670,65 @@ ACTIVITY_COLUMNS = (
 )  # fmt: skip
 MEMBER_COLUMNS = (
     "id", "program_id", "loyalty_number", "birth_date", "marketing_consent", "channel", "status",
-    "enrolled_at", "updated_at",
+    "enrolled_at", "updated_at", "tags",
 )  # fmt: skip
 
 
 def history(
-    rng: random.Random, program_id: int, version: int, count: int, member_count: int, lines: int
+    rng: random.Random,
+    program_id: int,
+    version: int,
+    count: int,
+    member_count: int,
+    lines: int,
+    profile: Profile = BENCH,
 ) -> Iterator[tuple[Any, ...]]:
     """`count` activities in time order, as rows of ACTIVITY_COLUMNS (occurred_at in UTC).
 
-    88 % purchases of `lines` lines (5 % of them anonymous), 10 % events, 2 % returns of an
-    earlier purchase. Line lists come from a pool of 20,000 baskets, so that generating a
-    million rows takes seconds; every body is the JSON a till would have sent.
+    For BENCH: 88 % purchases of `lines` lines (5 % of them anonymous), 10 % events, 2 %
+    returns of an earlier purchase; other profiles set their own share of purchases, baskets,
+    stores, channels and events. Line lists come from a pool of 20,000 baskets, so that
+    generating a million rows takes seconds; every body is the JSON a till would have sent.
     """
-    items = catalogue(rng)
-    pool = []
-    for _ in range(20_000):
-        basket = basket_lines(rng, items, lines)
-        pool.append((sum(ln["amount"] for ln in basket), json.dumps(basket)))
+    pool = profile.pool(rng, lines)
+    pools = {channel: make(rng, lines) for channel, make in profile.channel_pools.items()}
+    stores, channels, events = profile.stores, profile.channels, profile.events
+    partner_stores, currency = profile.partner_stores, profile.currency
+    purchase_share = profile.purchase_share
     step = SPAN / count
     recent: list[tuple[int, str, int, int]] = []  # (id, external id, amount, member) of purchases
     stamp = '"request_hash":"-","program_version":1'
     for n in range(count):
         activity_id = n + 1
-        at = START + step * n + step * rng.random() * 0.9
+        at = profile.start + step * n + step * rng.random() * 0.9
         when = at.isoformat()
         external_id = f"a{activity_id:08d}"
         roll = rng.random()
         member_id: int | None = rng.randint(1, member_count)
-        if roll < 0.88:
+        if roll < purchase_share:
             amount, lines_json = rng.choice(pool)
-            store, channel = rng.choice(STORES), rng.choice(CHANNELS)
+            store, channel = rng.choice(stores), rng.choice(channels)
+            if channel in pools:
+                amount, lines_json = rng.choice(pools[channel])
+            if partner_stores and channel == "partner":
+                store = rng.choice(partner_stores)
             if rng.random() < 0.05:
                 member_id = None
             ref = "" if member_id is None else f',"member_id":{member_id}'
             body = (
                 f'{{"type":"purchase","external_id":"{external_id}","occurred_at":"{when}",'
-                f'"amount":{amount},"currency":"SEK","store":"{store}","channel":"{channel}",'
-                f'"lines":{lines_json}{ref}}}'
+                f'"amount":{amount},"currency":"{currency}","store":"{store}",'
+                f'"channel":"{channel}","lines":{lines_json}{ref}}}'
             )
             if member_id is not None:
                 recent.append((activity_id, external_id, amount, member_id))
                 if len(recent) > 5_000:
                     del recent[:1_000]
             yield (activity_id, program_id, external_id, "purchase", member_id, at, amount,
-                   "SEK", store, channel, None, None, body, stamp, version, amount // 100, "{}",
+                   currency, store, channel, None, None, body, stamp, version, amount // 100, "{}",
                    at)  # fmt: skip
-        elif roll < 0.98 or not recent:
-            event = rng.choice(EVENTS)
+        elif (roll < 0.98 and events) or not recent:
+            event = rng.choice(events or EVENTS)
             attributes: dict[str, Any] = {}
             if event == "review":
                 attributes = {"stars": rng.randint(1, 5)} if rng.random() < 0.8 else {}
@@ -533,8 +747,9 @@ def history(
                 {"type": "return", "external_id": external_id, "occurred_at": when,
                  "original_external_id": original_external, "amount": amount}
             )  # fmt: skip
-            yield (activity_id, program_id, external_id, "return", member_id, at, amount, "SEK",
-                   None, None, None, original_id, body, stamp, version, 0, "{}", at)  # fmt: skip
+            yield (activity_id, program_id, external_id, "return", member_id, at, amount,
+                   currency, None, None, None, original_id, body, stamp, version, 0, "{}",
+                   at)  # fmt: skip
 
 
 def _chunks(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -553,8 +768,11 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def load(url: str, count: int, member_count: int, lines: int) -> tuple[int, int]:
-    """Migrate, apply the simple program, write the members and `count` activities.
+def load(
+    url: str, count: int, member_count: int, lines: int, profile: Profile = BENCH
+) -> tuple[int, int]:
+    """Migrate, apply the profile's program (BENCH: the simple program), write the members
+    and `count` activities.
 
     Returns (program id, member count). Members have ids 1..member_count.
     """
@@ -563,17 +781,22 @@ def load(url: str, count: int, member_count: int, lines: int) -> tuple[int, int]
     db = connect(url)
     try:
         with db.write() as conn:
-            program = programs.apply(conn, ProgramSpec.model_validate(PROGRAM_SIMPLE), START)
+            spec = ProgramSpec.model_validate(profile.document)
+            program = programs.apply(conn, spec, profile.start)
     finally:
         db.dispose()
     pid, version = program.program_id, program.version
-    people = members_for(rng, member_count)
+    people = members_for(rng, member_count, profile.start)
+    tagger = random.Random(SEED + 1)  # BENCH's members have none (and rng is left alone)
+    tags = [
+        json.dumps([tag for tag, share in profile.tags if tagger.random() < share]) for _ in people
+    ]
     member_rows = [
         (m["id"], pid, f"{m['id']:012d}", m["birth_date"], False, m["channel"], m["status"],
-         m["enrolled_at"], m["enrolled_at"])
-        for m in people
+         m["enrolled_at"], m["enrolled_at"], tag)
+        for m, tag in zip(people, tags, strict=True)
     ]  # fmt: skip
-    rows = history(rng, pid, version, count, member_count, lines)
+    rows = history(rng, pid, version, count, member_count, lines, profile)
     if make_url(url).get_backend_name() == "sqlite":
         _load_sqlite(make_url(url).database or "", member_rows, rows)
     else:
@@ -590,8 +813,8 @@ def _load_sqlite(
     conn.executemany(
         f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)})"
         f" VALUES ({', '.join('?' * len(MEMBER_COLUMNS))})",
-        [(*m[:3], m[3] and m[3].isoformat(), *m[4:7], _sqlite_time(m[7]), _sqlite_time(m[8]))
-         for m in member_rows],
+        [(*m[:3], m[3] and m[3].isoformat(), *m[4:7], _sqlite_time(m[7]), _sqlite_time(m[8]),
+          m[9]) for m in member_rows],
     )  # fmt: skip
     insert = (
         f"INSERT INTO activities ({', '.join(ACTIVITY_COLUMNS)})"
@@ -681,7 +904,14 @@ def bodies_for(spec: ProgramSpec) -> tuple[str, ...]:
     return (("purchase",) if program.reads_lines else ()) + (("event",) if events else ())
 
 
-def trofast_read(url: str, program_id: int, spec: ProgramSpec, facts: bool) -> int:
+def trofast_read(
+    url: str,
+    program_id: int,
+    spec: ProgramSpec,
+    facts: bool,
+    start: datetime = START,
+    end: datetime = END,
+) -> int:
     """The read loop of `simulate` for `spec` and nothing more: rows streamed and unpacked,
     timestamps parsed; with `facts`, also the ActivityFacts built (bodies decoded where the
     program reads them), as the replay does before it evaluates."""
@@ -691,7 +921,7 @@ def trofast_read(url: str, program_id: int, spec: ProgramSpec, facts: bool) -> i
     count = 0
     try:
         with db.read() as conn:
-            for rows in repository.activity_chunks(conn, program_id, START, END, bodies=bodies):
+            for rows in repository.activity_chunks(conn, program_id, start, end, bodies=bodies):
                 for (_id, kind, member_id, occurred_at, amount, currency, store, channel,
                      event_type, _original, body, _points) in rows:  # fmt: skip
                     if type(occurred_at) is str:
@@ -719,18 +949,28 @@ def trofast_read(url: str, program_id: int, spec: ProgramSpec, facts: bool) -> i
         db.dispose()
 
 
-def replay(url: str, program_id: int, spec: ProgramSpec) -> Any:
+def replay(
+    url: str, program_id: int, spec: ProgramSpec, start: datetime = START, end: datetime = END
+) -> Any:
     db = connect(url)
     try:
         with db.read() as conn:
-            return simulate(conn, program_id, spec, START, END)
+            return simulate(conn, program_id, spec, start, end)
     finally:
         db.dispose()
 
 
 def digest(result: Any) -> dict[str, Any]:
-    """The replay's results, and a short hash of them to compare runs by."""
-    months = [(m.month, m.activities, m.actual_points, m.simulated_points) for m in result.months]
+    """The replay's results, and a short hash of them to compare runs by: points per month,
+    and the vouchers and members by tier per month where the program has any."""
+    months: list[tuple[Any, ...]] = [
+        (m.month, m.activities, m.actual_points, m.simulated_points) for m in result.months
+    ]
+    if any(m.simulated_vouchers or m.simulated_tiers for m in result.months):
+        months = [
+            (*row, m.simulated_vouchers, m.simulated_tiers)
+            for row, m in zip(months, result.months, strict=True)
+        ]
     text = json.dumps(months)
     return {"sha1": hashlib.sha1(text.encode()).hexdigest()[:12],
             "simulated_points": sum(m[3] for m in months), "months": months}  # fmt: skip
@@ -750,59 +990,92 @@ def _row(label: str, wall: float, cpu: float, count: int, note: str = "") -> dic
     }  # fmt: skip
 
 
-def measure_simulate(url: str, count: int, lines: int) -> dict[str, Any]:
+def measure_simulate(
+    database: Callable[[str], str], count: int, lines: int, names: Sequence[str]
+) -> dict[str, Any]:
     members = max(1_000, count // 100)
-    wall, _, (program_id, _) = _timed(lambda: load(url, count, members, lines))
-    print(f"  loaded {count:,} activities, {members:,} members in {wall:.0f} s", flush=True)
-    out: dict[str, Any] = {"activities": count, "members": members, "load_seconds": wall}
-    raw_read(url, program_id, True)  # warm the page cache
-    for name, decode in (("raw_read", False), ("raw_read_decode", True)):
-        wall, cpu, rows = _timed(lambda decode=decode: raw_read(url, program_id, decode))
-        label = "raw DB-API read" + (", JSON decoded" if decode else "")
-        out[name] = _row(label, wall, cpu, rows)
-        if rows != count:
-            raise RuntimeError(f"{name} read {rows} rows, expected {count}")
-    for name, document in (("simple", PROGRAM_SIMPLE), ("50_rules", PROGRAM_50)):
-        spec = ProgramSpec.model_validate(document)
-        print(f"  {name.replace('_', ' ')} program (bodies read: {bodies_for(spec) or 'none'})")
-        read_wall, read_cpu, rows = _timed(
-            lambda spec=spec: trofast_read(url, program_id, spec, False)
+    out: dict[str, Any] = {"activities": count, "members": members}
+    bench = [name for name in ("simple", "50_rules") if name in names]
+    if bench:
+        url = database("bench")
+        wall, _, (program_id, _) = _timed(lambda: load(url, count, members, lines))
+        print(f"  loaded {count:,} activities, {members:,} members in {wall:.0f} s", flush=True)
+        out["load_seconds"] = wall
+        raw_read(url, program_id, True)  # warm the page cache
+        for name, decode in (("raw_read", False), ("raw_read_decode", True)):
+            wall, cpu, rows = _timed(lambda decode=decode: raw_read(url, program_id, decode))
+            label = "raw DB-API read" + (", JSON decoded" if decode else "")
+            out[name] = _row(label, wall, cpu, rows)
+            if rows != count:
+                raise RuntimeError(f"{name} read {rows} rows, expected {count}")
+        documents = {"simple": PROGRAM_SIMPLE, "50_rules": PROGRAM_50}
+        for name in bench:
+            out[f"simulate_{name}"] = measure_replay(url, program_id, name, documents[name], BENCH)
+    profiles = real_profiles()
+    for name in names:
+        profile = profiles.get(name)
+        if profile is None:
+            continue
+        url = database(name)
+        wall, _, (program_id, _) = _timed(
+            lambda profile=profile, url=url: load(url, count, members, lines, profile)
         )
-        facts_wall, facts_cpu, _ = _timed(
-            lambda spec=spec: trofast_read(url, program_id, spec, True)
-        )
-        wall, cpu, result = _timed(lambda spec=spec: replay(url, program_id, spec))
-        if rows != count or result.activities != count:
-            raise RuntimeError(f"read {rows} rows and replayed {result.activities}, not {count}")
-        found = digest(result)
+        print(f"  {name}: loaded {count:,} activities in {wall:.0f} s ({profile.note})")
+        trofast_read(url, program_id, ProgramSpec.model_validate(profile.document), True)  # warm
         out[f"simulate_{name}"] = {
-            "read": _row("  read loop of simulate", read_wall, read_cpu, rows),
-            "facts": _row("  ... and ActivityFacts built", facts_wall, facts_cpu, rows),
-            **_row("  simulate", wall, cpu, count, f"  {found['simulated_points']:,} points"),
-            "read_share": read_wall / wall,
-            "facts_share": (facts_wall - read_wall) / wall,
-            "evaluate_share": 1 - facts_wall / wall,
-            "digest": found,
+            "history": profile.note, "load_seconds": wall,
+            **measure_replay(url, program_id, name, profile.document, profile),
         }  # fmt: skip
-        print(
-            f"    share of simulate: reading rows {read_wall / wall:.0%}, decoding and facts"
-            f" {(facts_wall - read_wall) / wall:.0%}, evaluating and the rest"
-            f" {1 - facts_wall / wall:.0%}",
-            flush=True,
-        )
     return out
 
 
+def measure_replay(
+    url: str, program_id: int, name: str, document: dict[str, Any], profile: Profile
+) -> dict[str, Any]:
+    """One program's replay, beside its own read loop (and that loop building the facts)."""
+    spec = ProgramSpec.model_validate(document)
+    start, end = profile.start, profile.end
+    print(f"  {name.replace('_', ' ')} program (bodies read: {bodies_for(spec) or 'none'})")
+    read_wall, read_cpu, rows = _timed(
+        lambda: trofast_read(url, program_id, spec, False, start, end)
+    )
+    facts_wall, facts_cpu, _ = _timed(lambda: trofast_read(url, program_id, spec, True, start, end))
+    wall, cpu, result = _timed(lambda: replay(url, program_id, spec, start, end))
+    if result.activities != rows:
+        raise RuntimeError(f"read {rows} rows and replayed {result.activities}")
+    found = digest(result)
+    print(
+        f"    share of simulate: reading rows {read_wall / wall:.0%}, decoding and facts"
+        f" {(facts_wall - read_wall) / wall:.0%}, evaluating and the rest"
+        f" {1 - facts_wall / wall:.0%}; hash {found['sha1']}",
+        flush=True,
+    )
+    return {
+        "read": _row("  read loop of simulate", read_wall, read_cpu, rows),
+        "facts": _row("  ... and ActivityFacts built", facts_wall, facts_cpu, rows),
+        **_row("  simulate", wall, cpu, rows, f"  {found['simulated_points']:,} points"),
+        "read_share": read_wall / wall,
+        "facts_share": (facts_wall - read_wall) / wall,
+        "evaluate_share": 1 - facts_wall / wall,
+        "digest": found,
+    }  # fmt: skip
+
+
 @contextlib.contextmanager
-def sqlite_url() -> Iterator[str]:
+def sqlite_url() -> Iterator[Callable[[str], str]]:
+    """A maker of database URLs by name (a file each, in a temporary directory)."""
     with tempfile.TemporaryDirectory(prefix="trofast-rules-") as tmp:
-        yield f"sqlite:///{tmp}/bench.db"
+        yield lambda name: f"sqlite:///{tmp}/{name}.db"
 
 
 @contextlib.contextmanager
-def postgresql_url() -> Iterator[str]:
+def postgresql_url() -> Iterator[Callable[[str], str]]:
+    """A maker of database URLs by name (a database each, on one throwaway server)."""
     with pgserver.throwaway_postgres() as server:
-        yield pgserver.create_database(server, "bench")
+        yield lambda name: pgserver.create_database(server, name)
+
+
+PROGRAMS = ("simple", "50_rules", "cafe", "grocery", "fashion")
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -838,6 +1111,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=3, help="per evaluate measurement")
     parser.add_argument("--skip-evaluate", action="store_true")
     parser.add_argument("--skip-simulate", action="store_true")
+    parser.add_argument(
+        "--programs", default=",".join(PROGRAMS), help=f"replayed in (b), of {','.join(PROGRAMS)}"
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
@@ -853,8 +1129,10 @@ def main(argv: list[str]) -> None:
             if args.db not in (name, "both"):
                 continue
             print(f"\n(b) simulate over {args.activities:,} stored activities, {name}", flush=True)
-            with opener() as url:
-                report[f"simulate_{name}"] = measure_simulate(url, args.activities, args.lines)
+            with opener() as database:
+                report[f"simulate_{name}"] = measure_simulate(
+                    database, args.activities, args.lines, args.programs.split(",")
+                )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
