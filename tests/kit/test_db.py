@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from trofast.kit.db import Database, FairLock
+from trofast.kit.db import MAX_GROUP, Database, FairLock
 from trofast.kit.errors import Problem
 from trofast.kit.idempotency import idempotency_keys, remember
 
@@ -77,8 +77,11 @@ def _queue_behind_a_busy_writer(
         await first
         return list(await asyncio.gather(*queued, return_exceptions=True))
 
-    if db.write_threads._max_workers > 1:  # PostgreSQL: one writer thread for the test
-        db = dataclasses.replace(db, write_threads=ThreadPoolExecutor(1), write_queue=deque())
+    # One writer thread, and groups on PostgreSQL too (there it is off for deadlocks between
+    # writer threads, which one thread cannot have).
+    db = dataclasses.replace(
+        db, write_threads=ThreadPoolExecutor(1), write_queue=deque(), max_group=MAX_GROUP
+    )
     return asyncio.run(main())
 
 

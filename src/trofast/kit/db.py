@@ -67,7 +67,7 @@ class FairLock:
                 self._held = False
 
 
-#: At most this many queued works share one transaction.
+#: At most this many queued works share one transaction (SQLite's single writer).
 MAX_GROUP = 32
 
 _QueuedWork = tuple[Callable[[Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
@@ -98,6 +98,9 @@ class Database:
     write_turns: FairLock | None = field(default=None, compare=False, repr=False)
     #: Works `run_write` queued for the writer threads, in arrival order.
     write_queue: deque[_QueuedWork] = field(default_factory=deque, compare=False, repr=False)
+    #: How many queued works may share a transaction. 1 on PostgreSQL: groups on several
+    #: writer threads could lock the same members in different orders and deadlock.
+    max_group: int = 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -121,10 +124,10 @@ class Database:
     async def run_write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in a write transaction on a writer thread, awaited from the event loop.
 
-        Works queued together share one transaction and one commit (group commit): each
-        answer is given only after that commit. If any of them raises, the group is rolled
-        back and each work runs again in a transaction of its own, so a failing request
-        never changes or loses another's."""
+        On SQLite, works queued together share one transaction and one commit (group
+        commit, `max_group`): each answer is given only after that commit. If any of them
+        raises, the group is rolled back and each work runs again in a transaction of its
+        own, so a failing request never changes or loses another's."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.write_queue.append((work, future, loop))  # deque.append is thread-safe
@@ -135,7 +138,7 @@ class Database:
         """Take the works queued so far (one submitted task per work: a task that finds the
         queue emptied by an earlier one has nothing to do) and run them."""
         group: list[_QueuedWork] = []
-        while len(group) < MAX_GROUP:
+        while len(group) < self.max_group:
             try:
                 group.append(self.write_queue.popleft())
             except IndexError:
@@ -181,7 +184,9 @@ def connect(url: str, *, pool_size: int = 8) -> Database:
     if parsed.get_backend_name() == "sqlite":
         writer = _sqlite_engine(url, immediate=True, pool_size=1)
         reader = _sqlite_engine(url, immediate=False, pool_size=pool_size)
-        return Database(url, writer, reader, write_turns=FairLock(_POOL_TIMEOUT))
+        return Database(
+            url, writer, reader, write_turns=FairLock(_POOL_TIMEOUT), max_group=MAX_GROUP
+        )
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, future=True
     )
