@@ -17,7 +17,7 @@ and dumping 1,000 result models cost more than their rules.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from json import JSONEncoder
 from typing import Any
 
@@ -294,13 +294,15 @@ def _effects(
     out = []
     key: tuple[Any, ...]
     for e in evaluation.points:
+        vests_at, expires_at = e.vests_at, e.expires_at
+        # Equal instants in other zones are written with their own offset.
         key = (
             e.rule,
             e.points,
-            e.vests_at,
-            _offset(e.vests_at),
-            e.expires_at,
-            _offset(e.expires_at),
+            vests_at,
+            vests_at and vests_at.utcoffset(),
+            expires_at,
+            expires_at and expires_at.utcoffset(),
         )
         dumped = seen.get(key)
         if dumped is None:
@@ -317,11 +319,6 @@ def _effects(
             ).model_dump(mode="json")
         out.append(dumped)
     return out
-
-
-def _offset(moment: datetime | None) -> timedelta | None:
-    """Equal instants in other zones are written with their own offset."""
-    return None if moment is None else moment.utcoffset()
 
 
 def _answer(

@@ -314,11 +314,11 @@ class DriverStatement:
         # Rows that hold every name (a batch's rows: columns with defaults given too) go to
         # the driver as they are, or as tuples by one itemgetter; others take the constants.
         given = not rows or all(n in rows[0] for n in (names or constants))
-        if names is not None and (given or not constants):
+        if names is not None:
             take = itemgetter(*names)
+            if not (given or not constants):
+                rows = [{**constants, **row} for row in rows]
             args = [take(row) for row in rows] if len(names) > 1 else [(take(r),) for r in rows]
-        elif names is not None:
-            args = [[row[n] if n in row else constants[n] for n in names] for row in rows]
         else:
             args = [{**constants, **row} for row in rows] if constants and not given else rows
         try:
