@@ -1,11 +1,12 @@
 """The replay's short ways through the rules give what the long way gives.
 
 `engine.points_only()` (what `analytics.simulate` runs) must give the points of
-`engine.evaluate(..., dates=False)` and leave the counters as `apply_counters()` leaves them
-with the evaluation's deltas; and the rules that the engine leaves out of an evaluation at
-once (rules about lines that no line of the basket is: `_CompiledRule.skippable`) must change
-nothing at all, outcomes included. Hypothesis builds random programs from every kind of rule,
-effect, limit and condition, and runs histories of purchases and events through both.
+`engine.evaluate(..., dates=False)`, count the vouchers of its `rewards`, and leave the
+counters as `apply_counters()` leaves them with the evaluation's deltas; and the rules
+that the engine leaves out of an evaluation at once (rules about lines that no line of the
+basket is: `_CompiledRule.skippable`) must change nothing at all, outcomes included.
+Hypothesis builds random programs from every kind of rule, effect, limit and condition, and
+runs histories of purchases and events through both.
 """
 
 from __future__ import annotations
@@ -88,10 +89,12 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
         on = draw(st.sampled_from(["purchase"] * 4 + EVENTS))
         # in (priority, id) order, so that a multiplier can name the rules before it
         priority = draw(st.sampled_from([p for p in (10, 50, 90) if p >= priority]))
-        multipliable = [r["id"] for r in made if r["effect"]["kind"] not in ("cashback", "stamp")]
-        kinds = ["per_amount", "fixed", "per_unit", "cashback", "stamp"]
+        multipliable = [
+            r["id"] for r in made if r["effect"]["kind"] not in ("cashback", "stamp", "reward")
+        ]
+        kinds = ["per_amount", "fixed", "per_unit", "cashback", "stamp", "reward"]
         if on != "purchase":
-            kinds = ["fixed", "attribute"]
+            kinds = ["fixed", "attribute", "reward"]
         if multipliable:
             kinds.append("multiplier")
         kind = draw(st.sampled_from(kinds))
@@ -104,13 +107,15 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
             effect["basis_points"] = 300
         elif kind == "stamp":
             effect |= {
-                "card": draw(st.sampled_from(["c1", "c2"])),
+                "card": draw(st.sampled_from(["c1", "c2", "c3"])),
                 "per": draw(st.sampled_from(["unit", "activity"])),
             }
         elif kind == "multiplier":
             targets = draw(st.lists(st.sampled_from(multipliable), min_size=1, unique=True))
             percent = draw(st.sampled_from([{"percent": 150}, {"percent": 300}, {"by": "tier"}]))
             effect |= {**percent, "of": targets}
+        elif kind == "reward":
+            effect["reward"] = "v1"
         elif kind == "attribute":
             effect |= {"attribute": "score", "factor_by": "level", "factors": {"hard": 200}}
         rule: dict[str, Any] = {
@@ -159,6 +164,10 @@ def programs(draw: st.DrawFn) -> ProgramSpec:
         "stamp_cards": [
             {"id": "c1", "name": "One", "stamps": 3, "reward_points": 50},
             {"id": "c2", "name": "Two", "stamps": 5, "reward_points": 80},
+            {"id": "c3", "name": "Voucher", "stamps": 2, "reward": "v1"},
+        ],
+        "rewards": [
+            {"id": "v1", "type": "free_product", "name": {"en": "A bun"}, "cost": 0, "sku": "bun"}
         ],
     }
     try:
@@ -228,6 +237,8 @@ def test_points_only_and_skipping_change_nothing(
     long_shared: dict[str, int] = {}
     short_counts: list[dict[str, tuple[int, int]]] = [{}, {}, {}]
     short_shared: dict[str, int] = {}
+    long_grants: dict[str, int] = {}
+    short_grants: dict[str, int] = {}
     for who, facts in sorted(history, key=lambda item: item[1].occurred_at):
         member = MEMBERS[who]
         counters = Counters(long_counts[who], long_shared)
@@ -247,10 +258,15 @@ def test_points_only_and_skipping_change_nothing(
             (e.points, e.rule) for e in result.points
         ]
         engine.apply_counters(long_counts[who], long_shared, result.counters)
-        points = engine.points_only(program, facts, member, short_counts[who], short_shared)
+        for grant in result.rewards:
+            long_grants[grant.reward] = long_grants.get(grant.reward, 0) + 1
+        points = engine.points_only(
+            program, facts, member, short_counts[who], short_shared, short_grants
+        )
         assert points == result.total_points
         assert short_counts == long_counts
         assert short_shared == long_shared
+        assert short_grants == long_grants
 
 
 def test_a_rule_about_absent_lines_is_left_out() -> None:

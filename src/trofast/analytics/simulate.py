@@ -9,8 +9,7 @@ differs from the real one by the difference in points issued.
 Each month also counts the vouchers granted, by reward id: those the proposed version's
 rules would grant (`reward` effects and stamp cards whose reward is a voucher; the reward's
 stock and limits aside) against those really granted to that month's activities (used,
-cancelled by a return, or not). Only a version that can grant vouchers takes the slower way
-through the rules that reports them (`engine.evaluate`); others keep `engine.points_only`.
+cancelled by a return, or not); `engine.points_only` counts them as it goes.
 
 With two tiers or more in the proposed version, each month also counts the members by tier
 under the proposed tiers (replayed with the points, see `analytics.tiers`) against the real
@@ -35,7 +34,6 @@ from trofast.analytics import tiers as tier_replay
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import engine
-from trofast.rules.document import GrantReward, Stamp
 
 
 @dataclass
@@ -140,7 +138,7 @@ def simulate(
     bodies = (("purchase",) if reads_lines else ()) + (
         ("event",) if any(trigger != "purchase" for trigger in triggers) else ()
     )
-    earned = replay.earned_and_granted if replay.grants_vouchers else replay.earned
+    earned = replay.earned
     returned, parse = replay.returned, datetime.fromisoformat
     months: dict[str, Month] = {}
     count = 0
@@ -278,7 +276,6 @@ class _Replay:
         self.purchases: dict[int, tuple[int, int]] = {}  # id -> (amount, simulated points)
         #: The month's vouchers granted, per reward (the replay points it at each month's).
         self.vouchers: dict[str, int] = {}
-        self.grants_vouchers = _grants_vouchers(self.program)
 
     def add_member(self, snapshot: engine.MemberSnapshot) -> None:
         self.members[snapshot.id] = (snapshot, {})
@@ -291,33 +288,17 @@ class _Replay:
     def earned(
         self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
     ) -> int:
-        """The points `facts` earn under the proposed program; a purchase's are remembered
-        for its returns. Only the points: engine.points_only() gives what engine.evaluate()
-        would, and updates the counters as apply_counters() would."""
+        """The points `facts` earn under the proposed program, and the vouchers its rules
+        grant counted in the month's; a purchase's points are remembered for its returns.
+        engine.points_only() gives the points engine.evaluate() would, counts the vouchers
+        its `rewards` would hold, and updates the counters as apply_counters() would."""
         member = self.members.get(member_id)
         if member is None:
             return 0
         snapshot, counts = member
-        points = engine.points_only(self.program, facts, snapshot, counts, self.program_counts)
-        if purchase_id in self.returned_ids:
-            self.purchases[purchase_id] = (facts.amount, points)
-        return points
-
-    def earned_and_granted(
-        self, member_id: int, facts: engine.ActivityFacts, purchase_id: int | None = None
-    ) -> int:
-        """`earned()` for a version that grants vouchers: the same points (through
-        engine.evaluate, which reports the grants), and the month's vouchers counted."""
-        member = self.members.get(member_id)
-        if member is None:
-            return 0
-        snapshot, counts = member
-        counters = engine.Counters(counts, self.program_counts)
-        result = engine.evaluate(self.program.spec, facts, snapshot, counters, dates=False)
-        engine.apply_counters(counts, self.program_counts, result.counters)
-        for grant in result.rewards:
-            self.vouchers[grant.reward] = self.vouchers.get(grant.reward, 0) + 1
-        points = result.total_points
+        points = engine.points_only(
+            self.program, facts, snapshot, counts, self.program_counts, self.vouchers
+        )
         if purchase_id in self.returned_ids:
             self.purchases[purchase_id] = (facts.amount, points)
         return points
@@ -328,18 +309,6 @@ class _Replay:
             return 0
         bought, points = self.purchases.get(purchase_id, (0, 0))
         return -(points * amount // bought) if bought else 0
-
-
-def _grants_vouchers(program: engine.CompiledProgram) -> bool:
-    """Whether a rule of the version can grant a voucher: a `reward` effect, or a stamp on a
-    card whose reward is a voucher."""
-    for compiled in program.by_id.values():
-        effect = compiled.rule.effect
-        if isinstance(effect, GrantReward):
-            return True
-        if isinstance(effect, Stamp) and program.cards[effect.card].reward is not None:
-            return True
-    return False
 
 
 def _lines(body: str | dict[str, Any] | None) -> tuple[engine.Line, ...]:

@@ -724,6 +724,7 @@ class _Run:
         "earned",
         "facts",
         "given",
+        "grants",
         "program",
         "result",
         "shared",
@@ -742,6 +743,7 @@ class _Run:
         shared: Mapping[str, int],
         counting: bool,
         dates: bool,
+        grants: dict[str, int] | None = None,
     ) -> None:
         self.program = program
         self.facts = facts
@@ -754,6 +756,7 @@ class _Run:
         self.shared = shared
         self.dates = dates
         self.result = result
+        self.grants = grants
         self.total = 0
         self.earned: dict[str, int] = {}
         self.basket = _Basket(program, facts.lines, ctx) if facts.lines else None
@@ -794,12 +797,15 @@ def points_only(
     member: MemberSnapshot,
     member_counters: dict[str, tuple[int, int]],
     program_counters: dict[str, int],
+    grants: dict[str, int] | None = None,
 ) -> int:
     """What `evaluate(spec, facts, member, Counters(member_counters, program_counters),
     dates=False).total_points` gives, with the counters updated in place as
     `apply_counters()` would update them with the evaluation's deltas; but without building
-    any effect, outcome or delta. For replays (analytics.simulate), which need only the
-    points; tests/rules/test_points_only.py holds the two ways to each other."""
+    any effect, outcome or delta. With `grants`, the vouchers the evaluation's `rewards`
+    would hold are counted there, per reward id. For replays (analytics.simulate), which
+    need only the points (and the vouchers); tests/rules/test_points_only.py holds the two
+    ways to each other."""
     if member.status != "active":
         return 0
     rules = program.by_trigger.get(facts.trigger)
@@ -816,6 +822,7 @@ def points_only(
         program_counters,
         True,
         False,
+        grants,
     )
     return run.total
 
@@ -831,6 +838,7 @@ def _walk(
     shared: Mapping[str, int],
     counting: bool,
     dates: bool,
+    grants: dict[str, int] | None = None,
 ) -> _Run:
     """Walk the rules of one trigger in order; the one way through the rules of evaluate()
     and points_only()."""
@@ -847,6 +855,7 @@ def _walk(
         shared,
         counting,
         dates,
+        grants,
     )
     if program.skippable.get(facts.trigger):
         # Rules about certain lines that none of the basket's lines are: they give nothing
@@ -952,6 +961,8 @@ def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
         if not dry:
             if run.result is not None:
                 run.result.rewards.append(RewardGrant(effect.reward, rule.id))
+            elif run.grants is not None:
+                run.grants[effect.reward] = run.grants.get(effect.reward, 0) + 1
             if counting and compiled.counted:
                 _count(run, compiled, 0)
         return 0, f"grants reward {effect.reward}"
@@ -1114,6 +1125,8 @@ def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple
     if filled and card.reward is not None:
         if result is not None:
             result.rewards.extend([RewardGrant(card.reward, f"{rule.id}:{card.id}")] * filled)
+        elif run.grants is not None:
+            run.grants[card.reward] = run.grants.get(card.reward, 0) + filled
         return 0, note + f", {filled} card(s) completed: {card.reward}"
     if filled:
         reward = filled * card.reward_points
