@@ -81,7 +81,7 @@ def test_company_users_place_orders_for_the_company(
     )
     items = r.json()["items"]
     assert items[0]["status"] == 201 and items[0]["result"]["points"] == 10
-    # (The batch path runs items naming a user one by one: see activities.service._bulk_earning.)
+    # (The batch path runs items naming a user one by one: see activities.bulk._bulk_earning.)
     assert (items[1]["status"], items[1]["problem"]["code"]) == (422, "unknown_user"), items[1]
     balance = client.get(f"/v1/members/{company['id']}/balance", headers=read).json()
     assert balance["available"] + balance["pending"] == 210

@@ -466,27 +466,14 @@ def ingest_many(
     actor: str,
 ) -> list[ActivityResult | Problem]:
     """Ingest a batch in order; each item is accepted or rejected on its own, and a rejected
-    item writes nothing. Runs of purchases and events take a bulk path of a few multi-row
-    statements; returns (and anything unusual) go one by one in a savepoint each."""
-    ctx = ledger.Context(program.program_id, now, actor, program.version)
-    out: list[ActivityResult | Problem] = []
-    start = 0
-    while start < len(items):
-        end = start
-        while end < len(items) and isinstance(items[end], PurchaseIn | EventIn):
-            end += 1
-        if end == start:
-            out.append(_one(conn, program, items[start], now, actor))
-            start += 1
-            continue
-        run = [item for item in items[start:end] if isinstance(item, PurchaseIn | EventIn)]
-        try:
-            with conn.begin_nested():
-                out += _bulk_earning(conn, program, ctx, run)
-        except (IntegrityError, _UseSinglePath):
-            out += [_one(conn, program, item, now, actor) for item in run]
-        start = end
-    return out
+    item writes nothing. Runs of purchases and events take the bulk path of
+    `activities.bulk`; returns (and anything unusual) go one by one in a savepoint each."""
+    from trofast.activities import bulk  # it builds on this module
+
+    return [
+        ActivityResult.model_validate(answer) if isinstance(answer, dict) else answer
+        for answer in bulk.ingest_many(conn, program, items, now, actor)
+    ]
 
 
 def _one(
@@ -501,136 +488,6 @@ def _one(
         return problem
     except IntegrityError:
         return Problem(409, "conflict", "The activity conflicts with one sent concurrently.")
-
-
-def _bulk_earning(
-    conn: Connection,
-    program: ProgramVersion,
-    ctx: ledger.Context,
-    items: list[PurchaseIn | EventIn],
-) -> list[ActivityResult | Problem]:
-    """Purchases and events in bulk: one query finds duplicates, one finds and locks the
-    members, one loads their rule counters, the rules run in memory in order, and each
-    table gets one multi-row statement."""
-    out: list[ActivityResult | Problem | None] = [None] * len(items)
-    bodies = [item.model_dump(mode="json", exclude_none=True) for item in items]
-    digests = [request_hash(body) for body in bodies]
-    existing = repository.find_many(conn, program.program_id, {i.external_id for i in items})
-    rows = members.resolve_many(
-        conn,
-        program.program_id,
-        {i.member_id for i in items if i.member_id is not None},
-        {i.loyalty_number for i in items if i.loyalty_number is not None},
-    )
-    by_id = {int(r.id): r for r in rows}
-    by_number = {str(r.loyalty_number): r for r in rows}
-    first_seen: dict[str, int] = {}
-    copies: list[tuple[int, int]] = []
-    accepted: list[tuple[int, engine.ActivityFacts, AnyRow | None]] = []
-    for k, (item, digest) in enumerate(zip(items, digests, strict=True)):
-        try:
-            if item.external_id in existing:
-                out[k] = _replay(existing[item.external_id], digest)
-                continue
-            if item.external_id in first_seen:
-                first = first_seen[item.external_id]
-                if digests[first] != digest:
-                    raise conflict(
-                        "external_id_reused",
-                        f"Activity {item.external_id!r} appears twice with different bodies.",
-                    )
-                copies.append((k, first))
-                continue
-            occurred_at = item.occurred_at or ctx.now
-            _check_earning(program, item, occurred_at, ctx.now)
-            member = None
-            if item.member_id is not None:
-                member = by_id.get(item.member_id)
-            elif item.loyalty_number is not None:
-                members.check_loyalty_number(item.loyalty_number)
-                member = by_number.get(item.loyalty_number)
-            if member is None and (item.member_id or item.loyalty_number):
-                raise not_found("member", item.member_id or item.loyalty_number)
-        except Problem as problem:
-            out[k] = problem
-            continue
-        if member is not None and (int(member.debt) > 0 or int(member.withheld) > 0):
-            raise _UseSinglePath()
-        if _is_membership_event(program, item):
-            raise _UseSinglePath()  # a membership changes one event at a time
-        if item.user_external_id is not None:
-            raise _UseSinglePath()  # a company's user is checked one by one
-        first_seen[item.external_id] = k
-        accepted.append((k, facts_of(item, occurred_at), member))
-    counts, shared = _load_batch_counters(conn, program, ctx, accepted)
-    member_ids = sorted({int(m.id) for _, _, m in accepted if m is not None})
-    standings = _standings(conn, program, member_ids, ctx.now)
-    running: dict[int, ledger.Balance] = {}
-    prepared: list[tuple[int, _Prepared]] = []
-    deltas: dict[tuple[int, str], list[int]] = {}
-    for k, facts, member in accepted:
-        before = counters = None
-        if member is not None:
-            member_id = int(member.id)
-            before = running.get(member_id) or ledger.Balance.of(member)
-            counters = engine.Counters(counts.setdefault(member_id, {}), shared)
-        ready = _prepare(
-            program,
-            ctx,
-            items[k],
-            facts,
-            member,
-            _Standing() if member is None else standings[int(member.id)],
-            before,
-            counters or engine.NO_COUNTERS,
-            bodies[k],
-            digests[k],
-        )
-        if member is not None and ready.expected is not None:
-            running[int(member.id)] = ready.expected
-            engine.apply_counters(counts[int(member.id)], shared, ready.evaluation.counters)
-            for d in ready.evaluation.counters:
-                total = deltas.setdefault((int(member.id) if d.member else 0, d.key), [0, 0])
-                total[0] += d.points
-                total[1] += d.times
-        prepared.append((k, ready))
-    ids = repository.insert_many(conn, [ready.row for _, ready in prepared])
-    earns = [e for (_, ready), i in zip(prepared, ids, strict=True) if (e := ready.earn(i))]
-    earns += _cashback_earns(conn, program, prepared, ids)
-    ledger.post_earns(conn, ctx, earns)
-    repository.add_to_counters(
-        conn, program.program_id, [(m, key, p, t) for (m, key), (p, t) in deltas.items()], ctx.now
-    )
-    accounts = {
-        int(ready.member.account_id): int(ready.member.id)
-        for _, ready in prepared
-        if ready.member is not None
-    }
-    for account_id, balance in ledger.balances(conn, list(accounts)).items():
-        if balance != running[accounts[account_id]]:
-            raise InvariantBroken(
-                f"account {account_id}: {balance} != {running[accounts[account_id]]}"
-            )
-    moved = _move_tiers(conn, program, ctx, [ready.member for _, ready in prepared])
-    for (k, ready), activity_id in zip(prepared, ids, strict=True):
-        update: dict[str, Any] = {"id": activity_id}
-        if ready.member is not None and int(ready.member.id) in moved:
-            update["new_tier"] = moved[int(ready.member.id)]
-        result = ready.result.model_copy(update=update)
-        if ready.evaluation.rewards and ready.member is not None:
-            # A granted voucher moves no points, so it changes nothing the batch computed.
-            result = _grant_rewards(conn, program, ctx, ready.member, activity_id, ready, result)
-        if result.new_tier or ready.evaluation.rewards:
-            repository.set_outcome(conn, activity_id, result.points, _stored(result))
-        out[k] = result
-    for k, first in copies:
-        original = out[first]
-        assert isinstance(original, ActivityResult)
-        out[k] = original.model_copy(update={"replayed": True})
-    done = [item for item in out if item is not None]
-    if len(done) != len(items):
-        raise InvariantBroken("a batch item was left unanswered")
-    return done
 
 
 def _move_tiers(
@@ -674,46 +531,6 @@ def _load_batch_counters(
     return repository.load_counters_many(
         conn, program.program_id, member_ids, member_keys, program_keys, ctx.now
     )
-
-
-def _cashback_earns(
-    conn: Connection,
-    program: ProgramVersion,
-    prepared: list[tuple[int, _Prepared]],
-    ids: list[int],
-) -> list[ledger.Earn]:
-    """Wallet credits for the batch's cashback, wallets opened as needed."""
-    wanted = [
-        (ready, activity_id)
-        for (_, ready), activity_id in zip(prepared, ids, strict=True)
-        if ready.evaluation.cashback and ready.member is not None
-    ]
-    if not wanted:
-        return []
-    wallets = ledger.open_wallets(
-        conn, program.program_id, {int(ready.member.id) for ready, _ in wanted if ready.member}
-    )
-    if any(debt > 0 for _, debt in wallets.values()):
-        raise _UseSinglePath()
-    earns = []
-    for ready, activity_id in wanted:
-        assert ready.member is not None
-        vests_at, _ = engine.lot_dates(program.spec, ready.occurred_at)
-        earns.append(
-            ledger.Earn(
-                member_id=int(ready.member.id),
-                account_id=wallets[int(ready.member.id)][0],
-                credits=[
-                    ledger.Credit(c.amount, c.rule, vests_at, None)
-                    for c in ready.evaluation.cashback
-                ],
-                idempotency_key=f"activity:{activity_id}:money",
-                effective_at=ready.occurred_at,
-                activity_id=activity_id,
-                unit=ledger.MONEY,
-            )
-        )
-    return earns
 
 
 def _trigger(data: PurchaseIn | EventIn) -> str:
