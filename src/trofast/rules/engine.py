@@ -299,6 +299,11 @@ class CompiledProgram:
     _line_rules: dict[_LineShape, tuple[int, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: The same by sku alone, for the (category, labels) first seen with it: a look-up by
+    #: one string, with no key tuple to build and hash (`_Basket`).
+    _by_sku: dict[str, tuple[str | None, tuple[str, ...], tuple[int, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def needs(self, prefix: str) -> bool:
         """Whether any condition reads a field starting with `prefix`."""
@@ -323,7 +328,9 @@ class CompiledProgram:
             )
             if len(self._line_rules) >= _LINE_MEMORY:
                 self._line_rules.clear()
+                self._by_sku.clear()
             self._line_rules[shape] = found
+            self._by_sku.setdefault(shape[0], (shape[1], shape[2], found))
         return found
 
 
@@ -631,15 +638,12 @@ class _Basket:
         self.listed = listed
         self._sums = sums
         if program._filtered:
-            remembered = program._line_rules
+            by_sku = program._by_sku
             for position, line in enumerate(lines):
-                labels = line.labels
-                indexes = (
-                    remembered.get((line.sku, line.category, labels))
-                    if type(labels) is tuple
-                    else None  # a caller's list: rules_for_line() makes it a tuple
-                )
-                if indexes is None:
+                hit = by_sku.get(line.sku)
+                if hit is not None and hit[0] == line.category and hit[1] == line.labels:
+                    indexes = hit[2]
+                else:  # not seen yet, seen with another category or labels, or labels a list
                     indexes = program.rules_for_line(line)
                 amount, units = line.amount, line.quantity
                 for index in indexes:
