@@ -32,9 +32,14 @@ idempotency_keys = Table(
 )
 
 
+#: `request_hash`'s JSON, built once: `json.dumps` with options builds an encoder per call
+#: (a third of the time of hashing a purchase, which a batch does 1,000 times).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def request_hash(*parts: Any) -> str:
     """A stable hash of a request: JSON with sorted keys, so field order never matters."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    blob = _CANONICAL.encode(parts)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
