@@ -3,7 +3,8 @@
     python benchmarks/serve.py trofast|naive DATABASE_URL PORT
 
 `trofast` is what `trofast serve --no-worker` runs: `create_app` over `connect(url)` with
-the configured pool size. `naive` is the raw-SQL endpoint of rawsql.py. Both run on one
+the configured pool size, the heap frozen for the garbage collector at startup. `naive` is
+the raw-SQL endpoint of rawsql.py, as naive as its name (no such tuning). Both run on one
 uvicorn worker with uvloop and httptools when installed, without access logs.
 """
 
@@ -31,7 +32,7 @@ def build(kind: str, url: str) -> Any:
         from trofast.config import Settings
         from trofast.kit.db import connect
 
-        return create_app(connect(url, pool_size=Settings().pool_size))
+        return create_app(connect(url, pool_size=Settings().pool_size), freeze_gc=True)
     if kind == "naive":
         from rawsql import naive_app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,13 +38,25 @@ Errors are RFC 9457 problem+json documents with a stable `code`."""
 
 
 def create_app(
-    db: Database, clock: Clock | None = None, *, worker_interval: float | None = None
+    db: Database,
+    clock: Clock | None = None,
+    *,
+    worker_interval: float | None = None,
+    freeze_gc: bool = False,
 ) -> FastAPI:
-    """Build the app over `db`; with `worker_interval` the vesting/expiry worker runs in-process."""
+    """Build the app over `db`; with `worker_interval` the vesting/expiry worker runs in-process.
+
+    `freeze_gc` (for a server process, not for tests that build many apps): at startup,
+    everything alive is moved out of the garbage collector's sight (`gc.freeze`), so a full
+    collection scans only what requests created since. Without it a full collection of the
+    app's heap paused every request for 100-200 ms, a dozen times a minute under load."""
     services = Services(db=db, clock=clock or SystemClock())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         worker = None
         if worker_interval is not None:
             worker = Worker(db, services.clock, worker_interval)

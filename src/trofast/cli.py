@@ -401,7 +401,9 @@ def _serve(database: Database, host: str, port: int, *, run_worker: bool) -> Non
 
     settings = Settings()
     application = create_app(
-        database, worker_interval=settings.worker_interval_seconds if run_worker else None
+        database,
+        worker_interval=settings.worker_interval_seconds if run_worker else None,
+        freeze_gc=True,
     )
     uvicorn.run(application, host=host, port=port, log_level="info")
 
