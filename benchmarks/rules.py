@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/rules.py [--activities 1000000] [--db sqlite|postgresql|both]
                                          [--seconds 3] [--skip-evaluate] [--json FILE]
+                                         [--programs simple,50_rules,cafe,grocery,fashion]
 
 a) `engine.evaluate` in memory: a realistic 50-rule program (PROGRAM_50 below) on random
    baskets of 10 lines, with rule counters kept in dicts as a replay keeps them. Baselines:
@@ -14,7 +15,10 @@ b) `analytics.simulate.simulate` over N stored activities (default 1,000,000: pu
    conditions) and under PROGRAM_50, and, as baselines in the same run, the bare read of the
    same rows: the raw DB-API cursor loop, the same with the JSON bodies decoded, and the read
    loop the simulation itself runs. Prints time, activities/s, and the share of the replay
-   that reading the rows accounts for.
+   that reading the rows accounts for. Then the real programs (`real_profiles()`): the demo
+   café, examples/grocery.yaml and examples/fashion-eshop.yaml, each replayed over a
+   history generated for it in a database of its own, with the products, categories,
+   stores, channels, member tags and event types its rules match.
 
 --json writes every figure and a digest of the results (points per month, per program) so
 that two runs, e.g. before and after a change to the engine, can be compared for identical
