@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from trofast.kit.db import MAX_GROUP, Database, FairLock
+from trofast.kit.db import Database, FairLock
 from trofast.kit.errors import Problem
 from trofast.kit.idempotency import idempotency_keys, remember
 
@@ -77,11 +77,7 @@ def _queue_behind_a_busy_writer(
         await first
         return list(await asyncio.gather(*queued, return_exceptions=True))
 
-    # One writer thread, and groups on PostgreSQL too (there it is off for deadlocks between
-    # writer threads, which one thread cannot have).
-    db = dataclasses.replace(
-        db, write_threads=ThreadPoolExecutor(1), write_queue=deque(), max_group=MAX_GROUP
-    )
+    db = dataclasses.replace(db, write_threads=ThreadPoolExecutor(1), write_queue=deque())
     return asyncio.run(main())
 
 
@@ -128,3 +124,39 @@ def test_a_failing_write_in_a_group_loses_no_other(
     assert outcomes[:2] == [0, 1] and outcomes[3:] == [3, 4]
     assert isinstance(outcomes[2], Problem) and outcomes[2].code == "refused"
     assert _stored_keys(db, program_id) == {"k0", "k1", "k3", "k4"}
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # SQLite has one writer
+def test_a_group_waiting_on_a_lock_runs_again_one_by_one(
+    db: Database, make_program: Callable[..., Any]
+) -> None:
+    """Two groups could lock rows in opposite orders: a group whose statement waits longer
+    than GROUP_LOCK_TIMEOUT gives up, and its works run again, each waiting as long as it
+    takes."""
+    program_id = make_program().program_id
+    now = datetime.now(UTC)
+    holding = threading.Event()
+
+    def hold_key_k2() -> None:  # another transaction inserts k2 and rolls back 0.6 s later
+        with db.writer.connect() as other, other.begin() as tx:
+            remember(other, program_id, "k2", "d", 201, {"n": -1}, now)
+            holding.set()
+            time.sleep(0.6)
+            tx.rollback()
+
+    holder = threading.Thread(target=hold_key_k2)
+    holder.start()
+    holding.wait(5)
+
+    def work(n: int) -> Callable[[Connection], Any]:
+        def remember_one(conn: Connection) -> Any:
+            remember(conn, program_id, f"k{n}", "d", 201, {"n": n}, now)
+            return conn.get_transaction()
+
+        return remember_one
+
+    outcomes = _queue_behind_a_busy_writer(db, [work(n) for n in range(5)])
+    holder.join(5)
+    # not one transaction: the group gave up and ran one by one
+    assert len({id(transaction) for transaction in outcomes}) > 1
+    assert _stored_keys(db, program_id) == {f"k{n}" for n in range(5)}

@@ -8,9 +8,10 @@ pool of exactly one connection, so writers queue in-process instead of sleeping 
 SQLite's busy timeout. Reads use a separate pool and plain deferred transactions.
 
 Async endpoints hand their write transaction to `run_write()`, which queues it for a fixed
-set of writer threads, one per connection of the write pool (on SQLite exactly one, the
-single writer). Requests wait in that queue rather than as threads parked on the pool,
-whose wake-ups cost more CPU than the earn itself when many wait for one connection.
+set of writer threads (on SQLite exactly one, the single writer; on PostgreSQL two). A
+writer thread takes every work queued so far and runs them in one transaction with one
+commit (group commit). Requests wait in that queue rather than as threads parked on the
+pool, whose wake-ups cost more CPU than the earn itself when many wait for one connection.
 On SQLite every `write()` also takes a first-come-first-served turn (`FairLock`) before
 it asks the pool: the writer thread would otherwise take the connection back before a
 thread it woke (a job, a plain `def` endpoint) could, and starve it under load.
@@ -67,8 +68,15 @@ class FairLock:
                 self._held = False
 
 
-#: At most this many queued works share one transaction (SQLite's single writer).
+#: At most this many queued works share one transaction.
 MAX_GROUP = 32
+#: PostgreSQL: writer threads taking groups; one runs Python while the other waits on the
+#: database (more only add GIL hand-overs: measured, docs/benchmarks.md).
+PG_WRITERS = 2
+#: PostgreSQL: how long a statement of a group may wait for a row lock. Two groups can lock
+#: the same members in opposite orders; rather than wait for the deadlock detector (1 s),
+#: the group gives up, is rolled back, and its works run again one by one.
+GROUP_LOCK_TIMEOUT = "200ms"
 
 _QueuedWork = tuple[Callable[[Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
@@ -98,8 +106,7 @@ class Database:
     write_turns: FairLock | None = field(default=None, compare=False, repr=False)
     #: Works `run_write` queued for the writer threads, in arrival order.
     write_queue: deque[_QueuedWork] = field(default_factory=deque, compare=False, repr=False)
-    #: How many queued works may share a transaction. 1 on PostgreSQL: groups on several
-    #: writer threads could lock the same members in different orders and deadlock.
+    #: How many queued works may share a transaction.
     max_group: int = 1
 
     @property
@@ -124,10 +131,11 @@ class Database:
     async def run_write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in a write transaction on a writer thread, awaited from the event loop.
 
-        On SQLite, works queued together share one transaction and one commit (group
-        commit, `max_group`): each answer is given only after that commit. If any of them
-        raises, the group is rolled back and each work runs again in a transaction of its
-        own, so a failing request never changes or loses another's."""
+        Works queued together share one transaction and one commit (group commit,
+        `max_group`): each answer is given only after that commit. If any of them raises
+        (on PostgreSQL also: a row lock not granted within `GROUP_LOCK_TIMEOUT`), the group
+        is rolled back and each work runs again in a transaction of its own, so a failing
+        request never changes or loses another's."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.write_queue.append((work, future, loop))  # deque.append is thread-safe
@@ -146,6 +154,8 @@ class Database:
         if len(group) > 1:
             try:
                 with self.write() as conn:
+                    if not self.is_sqlite:
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{GROUP_LOCK_TIMEOUT}'")
                     results = [work(conn) for work, _, _ in group]
             except Exception:  # rolled back: every work again, on its own
                 pass
@@ -190,8 +200,8 @@ def connect(url: str, *, pool_size: int = 8) -> Database:
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, future=True
     )
-    threads = ThreadPoolExecutor(pool_size, "trofast-writer")
-    return Database(url, engine, engine, threads)
+    threads = ThreadPoolExecutor(min(PG_WRITERS, pool_size), "trofast-writer")
+    return Database(url, engine, engine, threads, max_group=MAX_GROUP)
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
