@@ -867,6 +867,11 @@ def _earn_in_one(
     pending = [_is_pending(c, ctx.now) for c in credits]
     posted_sum = sum(c.points for c, p in zip(credits, pending, strict=True) if not p)
     pending_sum = sum(c.points for c, p in zip(credits, pending, strict=True) if p)
+    dialect = conn.dialect
+
+    def when(moment: datetime | None) -> Any:
+        return None if moment is None else bind_time(moment, dialect)
+
     row = _EARN_IN_ONE.execute(
         conn,
         {
@@ -878,14 +883,14 @@ def _earn_in_one(
             "rule": ",".join(c.rule for c in credits),
             "version": ctx.program_version,
             "actor": ctx.actor,
-            "effective_at": op.effective_at or ctx.now,
-            "now": ctx.now,
+            "effective_at": when(op.effective_at or ctx.now),
+            "now": when(ctx.now),
             "issuance": issuance,
             "rules": [c.rule for c in credits],
             "points": [c.points for c in credits],
             "pending": pending,
-            "vests": [c.vests_at for c in credits],
-            "expires": [c.expires_at for c in credits],
+            "vests": [when(c.vests_at) for c in credits],
+            "expires": [when(c.expires_at) for c in credits],
             "posted": posted_sum,
             "pending_sum": pending_sum,
         },
