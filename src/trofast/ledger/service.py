@@ -808,70 +808,64 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
     if any(c.points < 0 for c in op.credits):
         raise InvariantBroken("an earn credit cannot be negative")
     issuance = system_account(conn, ctx.program_id, "issuance", op.unit)
+    new_lots: list[tuple[int, int, bool]]  # (lot id, points, pending) per credit
     if credits and conn.dialect.name == "postgresql":
-        return _earn_in_one(conn, ctx, op, credits, issuance)
-    txn = _header(
-        conn,
-        ctx,
-        "earn",
-        op.idempotency_key,
-        member_id=op.member_id,
-        activity_id=op.activity_id,
-        rule=",".join(c.rule for c in credits) or None,
-        effective_at=op.effective_at,
-    )
-    posted = pending = 0
-    legs: list[dict[str, Any]] = []
-    new_lots: list[tuple[int, int, bool]] = []
-    for credit in credits:
-        lot_id, is_pending = _add_lot(
-            conn, ctx, op.member_id, op.account_id, txn, op.activity_id, credit
+        txn, new_lots, after = _write_earn_in_one(conn, ctx, op, credits, issuance)
+        posted, pending = _sums(new_lots)
+    else:
+        txn = _header(
+            conn,
+            ctx,
+            "earn",
+            op.idempotency_key,
+            member_id=op.member_id,
+            activity_id=op.activity_id,
+            rule=",".join(c.rule for c in credits) or None,
+            effective_at=op.effective_at,
         )
-        new_lots.append((lot_id, credit.points, is_pending))
-        legs.append(
-            _leg(
-                ctx,
-                txn,
-                issuance,
-                op.account_id,
-                credit.points,
-                "pending" if is_pending else "single",
-                lot_id,
+        if not credits:
+            current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
+            return Posted(txn, 0, Balance.of(current))
+        new_lots, legs = [], []
+        for credit in credits:
+            lot_id, is_pending = _add_lot(
+                conn, ctx, op.member_id, op.account_id, txn, op.activity_id, credit
             )
-        )
-        if is_pending:
-            pending += credit.points
-        else:
-            posted += credit.points
-    if not legs:
-        current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
-        return Posted(txn, 0, Balance.of(current))
-    _insert_legs(conn, legs)
-    counters = _DRIVER_ADD_CREDITS.execute(
-        conn, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
-    ).fetchone()
-    if counters is None:  # as `.one()` of `Connection.execute` raised it
-        raise NoResultFound("No row was found when one was required")
-    after: Any = Counters(*counters)  # read as a row by `_collect_debt` and `Balance.of`
+            new_lots.append((lot_id, credit.points, is_pending))
+            phase = "pending" if is_pending else "single"
+            legs.append(_leg(ctx, txn, issuance, op.account_id, credit.points, phase, lot_id))
+        _insert_legs(conn, legs)
+        posted, pending = _sums(new_lots)
+        counters = _DRIVER_ADD_CREDITS.execute(
+            conn, {"b_account": op.account_id, "b_posted": posted, "b_pending": pending}
+        ).fetchone()
+        if counters is None:  # as `.one()` of `Connection.execute` raised it
+            raise NoResultFound("No row was found when one was required")
+        after = Counters(*counters)
+    collected: Any = after  # read as a row by `_collect_debt` and `Balance.of`
     if (after.debt > 0 or after.withheld > 0) and posted > 0:
         for lot_id, points, is_pending in new_lots:
             if not is_pending:
-                after = _collect_debt(conn, ctx, txn, op.account_id, lot_id, points, after, op.unit)
-    return Posted(txn, posted + pending, Balance.of(after), lot_ids=[lot[0] for lot in new_lots])
+                collected = _collect_debt(
+                    conn, ctx, txn, op.account_id, lot_id, points, collected, op.unit
+                )
+    lot_ids = [lot[0] for lot in new_lots]
+    return Posted(txn, posted + pending, Balance.of(collected), lot_ids=lot_ids)
 
 
-def _earn_in_one(
+def _sums(new_lots: list[tuple[int, int, bool]]) -> tuple[int, int]:
+    """(posted, pending) points of an earn's new lots."""
+    pending = sum(points for _, points, is_pending in new_lots if is_pending)
+    return sum(points for _, points, _ in new_lots) - pending, pending
+
+
+def _write_earn_in_one(
     conn: Connection, ctx: Context, op: Earn, credits: list[Credit], issuance: int
-) -> Posted:
-    """`_earn` on PostgreSQL: the same rows, written by one statement (`_EARN_IN_ONE`)."""
+) -> tuple[int, list[tuple[int, int, bool]], Counters]:
+    """`_earn`'s writes on PostgreSQL, by one statement (`_EARN_IN_ONE`): the header's id,
+    the new lots and the counters after, as the four statements give them."""
     pending = [_is_pending(c, ctx.now) for c in credits]
-    posted_sum = sum(c.points for c, p in zip(credits, pending, strict=True) if not p)
-    pending_sum = sum(c.points for c, p in zip(credits, pending, strict=True) if p)
-    dialect = conn.dialect
-
-    def when(moment: datetime | None) -> Any:
-        return None if moment is None else bind_time(moment, dialect)
-
+    when = time_binder(conn.dialect)
     row = _EARN_IN_ONE.execute(
         conn,
         {
@@ -891,21 +885,17 @@ def _earn_in_one(
             "pending": pending,
             "vests": [when(c.vests_at) for c in credits],
             "expires": [when(c.expires_at) for c in credits],
-            "posted": posted_sum,
-            "pending_sum": pending_sum,
+            "posted": sum(c.points for c, p in zip(credits, pending, strict=True) if not p),
+            "pending_sum": sum(c.points for c, p in zip(credits, pending, strict=True) if p),
         },
     ).fetchone()
     if row is None:  # as `.one()` of `Connection.execute` raised it
         raise NoResultFound("No row was found when one was required")
-    txn, lot_ids = int(row[0]), [int(i) for i in row[1]]
-    after: Any = Counters(*row[2:])
-    if (after.debt > 0 or after.withheld > 0) and posted_sum > 0:
-        for lot_id, credit, is_pending in zip(lot_ids, credits, pending, strict=True):
-            if not is_pending:
-                after = _collect_debt(
-                    conn, ctx, txn, op.account_id, lot_id, credit.points, after, op.unit
-                )
-    return Posted(txn, posted_sum + pending_sum, Balance.of(after), lot_ids=lot_ids)
+    lots = [
+        (int(lot_id), credit.points, is_pending)
+        for lot_id, credit, is_pending in zip(row[1], credits, pending, strict=True)
+    ]
+    return int(row[0]), lots, Counters(*row[2:])
 
 
 def _collect_debt(
