@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -348,3 +349,24 @@ def test_vouchers_granted_per_month_real_and_proposed(
     out = CliRunner().invoke(app, ["simulate", "--program", str(new_file), *window_args])
     assert out.exit_code == 0, out.output
     assert "Vouchers granted by the rules" in out.output and "sample" in out.output
+
+
+def test_stored_bodies_decode_the_same_whatever_their_shape() -> None:
+    """The replay decodes a stored body straight into engine.Line structs; a body in another
+    shape than the API stores (quantity left out, an amount as text, a dict from
+    PostgreSQL's driver) gives the same lines and attributes the lenient way."""
+    from trofast.analytics.simulate import decode_body
+    from trofast.rules.engine import Line
+
+    stored = (
+        '{"type": "purchase", "amount": 6500, "lines": [{"sku": "c1", "quantity": 2,'
+        ' "amount": 4000, "category": "coffee", "labels": ["eco"]},'
+        ' {"sku": "b1", "quantity": 1, "amount": 2500}], "attributes": {"stars": 5}}'
+    )
+    odd = '{"lines": [{"sku": "c1", "quantity": "2", "amount": "4000", "category": "coffee",'
+    odd += ' "labels": ["eco"]}, {"sku": "b1", "amount": 2500}], "attributes": {"stars": 5}}'
+    expected = (Line("c1", 2, 4000, "coffee", ("eco",)), Line("b1", 1, 2500))
+    for body in (stored, stored.encode(), odd, json.loads(odd)):
+        decoded = decode_body(body)
+        assert (decoded.lines, decoded.attributes) == (expected, {"stars": 5})
+    assert (decode_body(None).lines, decode_body(None).attributes) == ((), {})

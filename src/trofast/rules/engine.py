@@ -23,6 +23,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from trofast.ledger.allocation import expiry_after_months, expiry_end_of_year, vesting_time
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import conditions
@@ -53,9 +55,10 @@ BASE_RULE = "base"
 NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 
 
-class Line(NamedTuple):
-    """One basket line. A named tuple rather than a frozen dataclass: a replay builds
-    millions of them, and a named tuple is built in a third of the time."""
+class Line(msgspec.Struct, frozen=True, gc=False):
+    """One basket line. A msgspec struct rather than a frozen dataclass or a named tuple: a
+    replay builds millions of them, decoded straight from stored JSON (analytics.simulate),
+    and a struct is built in a quarter of a named tuple's time and read in half."""
 
     sku: str
     quantity: int
@@ -64,9 +67,9 @@ class Line(NamedTuple):
     labels: tuple[str, ...] = ()
 
 
-class ActivityFacts(NamedTuple):
-    """What the rules may read about an activity (immutable; a named tuple for the same
-    reason as Line: built once per activity of a replay)."""
+class ActivityFacts(msgspec.Struct, frozen=True, gc=False):
+    """What the rules may read about an activity (immutable; a struct for the same reason
+    as Line: built once per activity of a replay)."""
 
     type: str
     occurred_at: datetime
