@@ -8,6 +8,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from trofast.activities.models import activities
+from trofast.kit.clock import FixedClock
+from trofast.kit.db import Database
+from trofast.ledger.models import ledger_transactions
+from trofast.programs import service as programs
+from trofast.programs.service import ProgramVersion
+from trofast.programs.spec import ProgramSpec
 
 Headers = dict[str, str]
 Json = dict[str, Any]
@@ -217,6 +226,45 @@ def test_same_external_id_replays_or_conflicts(
         client.post("/v1/activities", json=ret("r1", "r1"), headers=pos), 409, "external_id_reused"
     )
     assert state(pos, member["id"]) == before
+
+
+def test_an_earn_follows_a_version_applied_since_the_last_read(
+    db: Database,
+    client: TestClient,
+    pos: Headers,
+    member: Json,
+    program: ProgramVersion,
+    clock: FixedClock,
+) -> None:
+    """The earn reads the program's version with the member's lock, starting from the
+    version last read: a version applied since (here behind its back, as another process
+    would) makes it start over under that version, in the same transaction."""
+    first = client.post("/v1/activities", json=purchase(member, "v1"), headers=pos).json()
+    assert (first["program_version"], first["points"]) == (program.version, 25)
+    document = program.spec.model_dump(mode="json")
+    with db.write() as conn:
+        doubled = {**document, "earn": {"points": 2, "per_amount": 1000}}
+        applied = programs.apply(conn, ProgramSpec.model_validate(doubled), clock.now())
+        assert programs.last_current(conn, program.program_id).version == program.version
+    second = client.post("/v1/activities", json=purchase(member, "v2"), headers=pos)
+    assert second.status_code == 201, second.text
+    out = second.json()
+    assert (out["program_version"], out["points"]) == (applied.version, 50)
+    assert out["balance"] == {"available": 75, "pending": 0}
+    with db.read() as conn:
+        stored = conn.execute(
+            select(activities.c.program_version, ledger_transactions.c.program_version)
+            .join(ledger_transactions, ledger_transactions.c.activity_id == activities.c.id)
+            .where(activities.c.program_id == program.program_id)
+            .order_by(activities.c.id)
+        ).all()
+        assert programs.last_current(conn, program.program_id).version == applied.version
+    assert [tuple(row) for row in stored] == [(program.version,) * 2, (applied.version,) * 2]
+    # Without a member there is no lock to read it with: the version is read first.
+    with db.write() as conn:
+        programs.apply(conn, ProgramSpec.model_validate(document), clock.now())
+    anonymous = client.post("/v1/activities", json=purchase(None, "v3"), headers=pos).json()
+    assert anonymous["program_version"] == applied.version + 1
 
 
 def test_idempotency_key(

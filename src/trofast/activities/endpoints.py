@@ -52,8 +52,8 @@ async def post_activity(
     now = svc.clock.now()
 
     def work(conn: Connection) -> JSONResponse:
-        program = programs.current(conn, principal.program_id)
         if dry_run:
+            program = programs.current(conn, principal.program_id)
             result = service.dry_run(conn, program, data, now, principal.actor)
             return JSONResponse(result.model_dump(mode="json"), status_code=200)
         return idempotent(
@@ -62,7 +62,7 @@ async def post_activity(
             idempotency_key,
             lambda: ("activity", data.model_dump(mode="json")),
             201,
-            lambda: service.ingest(conn, program, data, now, principal.actor),
+            lambda: service.ingest_current(conn, principal.program_id, data, now, principal.actor),
             now,
         )
 

@@ -24,6 +24,7 @@ from trofast.kit.orm import (
 )
 from trofast.ledger.models import accounts, lots
 from trofast.members.models import members
+from trofast.programs.models import programs
 
 
 def find(conn: Connection, program_id: int, external_id: str) -> AnyRow | None:
@@ -160,6 +161,9 @@ def _earning_member(by: Any) -> DriverStatement:
             accounts.c.debits_pending,
             accounts.c.debt,
             accounts.c.withheld,
+            select(programs.c.current_version)
+            .where(programs.c.id == bindparam("program_id"))
+            .scalar_subquery(),
         )
         .join(
             accounts,
@@ -181,9 +185,10 @@ _EARNING_MEMBER = {
 
 def lock_earning_member(
     conn: Connection, program_id: int, *, member_id: int | None, number: str | None
-) -> EarningMember | None:
+) -> tuple[EarningMember, int] | None:
     """The member by id or loyalty number with their points account, whose row stays
-    locked until the transaction ends (SQLite: the write transaction holds the lock)."""
+    locked until the transaction ends (SQLite: the write transaction holds the lock), and
+    the program's current version, read by the same statement."""
     stmt = _EARNING_MEMBER[member_id is not None]
     ref = member_id if member_id is not None else number
     row = stmt.execute(conn, {"program_id": program_id, "ref": ref}).fetchone()
@@ -191,7 +196,7 @@ def lock_earning_member(
         return None
     enrolled_at = read_time(row[4])
     assert enrolled_at is not None
-    return EarningMember(
+    member = EarningMember(
         row[0],
         row[1],
         row[2],
@@ -199,8 +204,9 @@ def lock_earning_member(
         enrolled_at,
         row[5],
         read_json(row[6]),
-        *row[7:],
+        *row[7:14],
     )
+    return member, int(row[14])
 
 
 _EARNING_MEMBERS = (

@@ -36,7 +36,13 @@ from trofast.kit.orm import AnyRow
 from trofast.ledger import service as ledger
 from trofast.members import service as members
 from trofast.memberships import service as memberships
-from trofast.programs.service import ProgramVersion, load_version
+from trofast.programs.service import (
+    ProgramVersion,
+    current,
+    last_current,
+    load_version,
+    seen_current,
+)
 from trofast.rewards import service as rewards
 from trofast.rules import engine
 from trofast.tiers import service as tiers
@@ -65,6 +71,19 @@ def ingest(
             _check_time(occurred_at, now)
             return _return(conn, program, ctx, data, body, digest, occurred_at)
     raise InvariantBroken(f"unknown activity {data!r}")
+
+
+def ingest_current(
+    conn: Connection, program_id: int, data: ActivityIn, now: datetime, actor: str
+) -> ActivityResult:
+    """`ingest` under the program's current version. A purchase or an event for a member
+    reads that version with the member's lock (`_earning`), so it starts from the version
+    last read instead of asking first."""
+    if isinstance(data, PurchaseIn | EventIn) and (
+        data.member_id is not None or data.loyalty_number is not None
+    ):
+        return ingest(conn, last_current(conn, program_id), data, now, actor)
+    return ingest(conn, current(conn, program_id), data, now, actor)
 
 
 def member_event(
@@ -163,11 +182,20 @@ def _earning(
     digest: str,
     occurred_at: datetime,
 ) -> ActivityResult:
-    """A purchase or an event: evaluate the rules, store the activity, post what it earns."""
+    """A purchase or an event: evaluate the rules, store the activity, post what it earns.
+
+    It runs under the program's current version, read with the member's lock: if that is
+    not `program`'s (a guess, or a version applied since), it starts over under it."""
     _check_earning(program, data, occurred_at, ctx.now)
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
-        member = _lock_member(conn, program.program_id, data.member_id, data.loyalty_number)
+        member, version = _lock_member(
+            conn, program.program_id, data.member_id, data.loyalty_number
+        )
+        if version != program.version:  # nothing written yet
+            program = seen_current(conn, program.program_id, version)
+            ctx = dataclasses.replace(ctx, program_version=version)
+            return _earning(conn, program, ctx, data, body, digest, occurred_at)
     user_id = None
     if data.user_external_id is not None:  # a company's user: checked to be the member's
         if member is None:
@@ -282,8 +310,9 @@ def _grant_rewards(
 
 def _lock_member(
     conn: Connection, program_id: int, member_id: int | None, number: str | None
-) -> repository.EarningMember:
-    """As `members.resolve_with_account(lock=True)`, on the driver (the earn path's lookup)."""
+) -> tuple[repository.EarningMember, int]:
+    """As `members.resolve_with_account(lock=True)`, on the driver (the earn path's lookup),
+    with the program's current version."""
     if number is not None:
         members.check_loyalty_number(number)
     row = repository.lock_earning_member(conn, program_id, member_id=member_id, number=number)

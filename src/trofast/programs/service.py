@@ -28,6 +28,8 @@ class ProgramVersion:
 #: text would cost more than the look-up).
 _spec_cache: dict[tuple[URL, int, int], ProgramSpec] = {}
 _cache_lock = threading.Lock()
+#: The version each program was last read at as its current one, per database.
+_last_current: dict[tuple[URL, int], int] = {}
 
 
 def apply(conn: Connection, spec: ProgramSpec, now: datetime) -> ProgramVersion:
@@ -70,6 +72,21 @@ def current(conn: Connection, program_id: int) -> ProgramVersion:
     version = repository.current_version(conn, program_id)
     if version is None:
         raise not_found("program", program_id)
+    return seen_current(conn, program_id, version)
+
+
+def seen_current(conn: Connection, program_id: int, version: int) -> ProgramVersion:
+    """`version`, which the caller has just read as the program's current one."""
+    _last_current[(conn.engine.url, program_id)] = version
+    return load_version(conn, program_id, version)
+
+
+def last_current(conn: Connection, program_id: int) -> ProgramVersion:
+    """The version last read as current, without a query (the first time: `current`). A
+    guess: for callers that read the current version again in a statement of their own."""
+    version = _last_current.get((conn.engine.url, program_id))
+    if version is None:
+        return current(conn, program_id)
     return load_version(conn, program_id, version)
 
 
