@@ -50,7 +50,7 @@ from sqlalchemy.engine import make_url
 
 from trofast import demo, migrations
 from trofast.analytics import repository
-from trofast.analytics.simulate import simulate
+from trofast.analytics.simulate import decode_body, simulate
 from trofast.kit.db import connect
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec, parse_document
@@ -936,17 +936,12 @@ def trofast_read(
                     if kind == "purchase":
                         engine.ActivityFacts(
                             "purchase", occurred_at, amount or 0, currency, store, channel,
-                            tuple([
-                                engine.Line(ln["sku"], int(ln.get("quantity", 1)),
-                                            int(ln["amount"]), ln.get("category"),
-                                            tuple(ln.get("labels", ())))
-                                for ln in (json.loads(body)["lines"] if lines else ())
-                            ]),
+                            decode_body(body).lines if lines else (),
                         )  # fmt: skip
                     elif kind == "event" and body is not None:
                         engine.ActivityFacts(
                             "event", occurred_at, event_type=event_type,
-                            attributes=json.loads(body).get("attributes", {}),
+                            attributes=decode_body(body).attributes,
                         )  # fmt: skip
         return count
     finally:

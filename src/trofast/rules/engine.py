@@ -533,26 +533,6 @@ def _day(day: date) -> _Day:
     return _Day(day, fields, {p: period_key(p, day) for p in Period})
 
 
-def activity_context(
-    spec: ProgramSpec,
-    facts: ActivityFacts,
-    member: MemberSnapshot,
-    program: CompiledProgram | None = None,
-) -> dict[str, Any]:
-    """The flat, read-only context conditions see; with `program`, only the parts its
-    conditions read are computed."""
-    if program is not None:
-        local = facts.occurred_at.astimezone(program.zone)
-        return _context(program, facts, member, local, _day(local.date()))
-    local = facts.occurred_at.astimezone(spec.zone)
-    ctx = _activity_fields(facts, member)
-    _add_time(ctx, local, _day(local.date()))
-    for name, value in facts.attributes.items():
-        ctx[f"activity.attributes.{name}"] = value
-    ctx.update(_member_context(spec.zone, member, local.date(), _DERIVED_MEMBER_FIELDS))
-    return ctx
-
-
 def _context(
     program: CompiledProgram,
     facts: ActivityFacts,
