@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Dialect, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trofast.activities.models import activities, rule_counters
@@ -102,17 +102,36 @@ def insert_driver_many(conn: Connection, rows: list[dict[str, Any]]) -> list[int
 def insert_new(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert unless the external_id exists (then None): no failed statement, no savepoint."""
     stmt = _INSERT_NEW[conn.dialect.name == "postgresql"]
-    dialect = conn.dialect
-    params: dict[str, Any] = {name: values.get(name) for name in _INSERT_COLUMNS}
-    for name in ("occurred_at", "received_at"):
-        params[name] = bind_time(params[name], dialect)
-    for name in ("body", "result"):
-        params[name] = bind_json(params[name])
-    row = stmt.execute(conn, params).fetchone()
+    row = stmt.execute(conn, _insert_params(conn.dialect, values, _INSERT_COLUMNS)).fetchone()
     return None if row is None else int(row[0])
 
 
+def _insert_params(dialect: Dialect, values: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`values` as the driver takes them, under `names` (`_INSERT_COLUMNS`' order)."""
+    given: list[Any] = [values.get(name) for name in _INSERT_COLUMNS]
+    params = dict(zip(names, given, strict=True))
+    for i in _TIME_COLUMNS:
+        params[names[i]] = bind_time(given[i], dialect)
+    for i in _JSON_COLUMNS:
+        params[names[i]] = bind_json(given[i])
+    return params
+
+
+def new_row(dialect: Dialect, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`insert_new`'s statement for another statement to run first (the ledger's earn):
+    its SQL, binds named `row_*`, and their values."""
+    return _NEW_ROW_SQL, _insert_params(dialect, values, _ROW_BINDS)
+
+
 _INSERT_COLUMNS = [c.name for c in activities.c if c.name != "id"]
+_TIME_COLUMNS = [_INSERT_COLUMNS.index(name) for name in ("occurred_at", "received_at")]
+_JSON_COLUMNS = [_INSERT_COLUMNS.index(name) for name in ("body", "result")]
+_ROW_BINDS = [f"row_{name}" for name in _INSERT_COLUMNS]
+_NEW_ROW_SQL = (
+    f"INSERT INTO activities ({', '.join(_INSERT_COLUMNS)})"
+    f" VALUES ({', '.join(':' + name for name in _ROW_BINDS)})"
+    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id"
+)
 _INSERT_NEW = {
     is_pg: DriverStatement(
         dialect.insert(activities)

@@ -216,7 +216,15 @@ def _earning(
         standing = _standings(conn, program, [int(member.id)], ctx.now)[int(member.id)]
     prepared = _prepare(program, ctx, data, facts, member, standing, before, counters, body, digest)
     row = prepared.row if user_id is None else {**prepared.row, "user_id": user_id}
-    activity_id = repository.insert_new(conn, row)
+    earn = prepared.earn()
+    if earn is None:
+        activity_id = repository.insert_new(conn, row)
+    else:  # the row goes in with its points (on PostgreSQL by one statement)
+        new_row = ledger.NewRow(*repository.new_row(conn.dialect, row))
+        posted = ledger.post_for_new_row(conn, ctx, earn, new_row)
+        activity_id = None if posted is None else posted[0]
+        if posted is not None and posted[1].balance != prepared.expected:
+            raise InvariantBroken(f"activity {activity_id}: {posted} != {prepared.expected}")
     if activity_id is None:
         existing = repository.find(conn, program.program_id, data.external_id)
         if existing is None:
@@ -328,15 +336,10 @@ def _post(
     prepared: _Prepared,
     activity_id: int,
 ) -> None:
-    """Post what a stored activity earned: points, cashback and counters."""
+    """Post what a stored activity earned beyond its points: cashback and counters."""
     member = prepared.member
     if member is None:
         return
-    earn = prepared.earn(activity_id)
-    if earn is not None:
-        posted = ledger.post(conn, ctx, earn)
-        if posted is None or posted.balance != prepared.expected:
-            raise InvariantBroken(f"activity {activity_id}: {posted} != {prepared.expected}")
     cashback = prepared.evaluation.cashback
     if cashback:
         vests_at, _ = engine.lot_dates(program.spec, prepared.occurred_at)
@@ -389,16 +392,17 @@ class _Prepared:
     expected: ledger.Balance | None
     occurred_at: datetime
 
-    def earn(self, activity_id: int) -> ledger.Earn | None:
+    def earn(self) -> ledger.Earn | None:
+        """The points to post, for `ledger.post_for_new_row` (the activity's id ends the
+        key: `activity:{id}`)."""
         if self.member is None or not self.evaluation.points:
             return None
         return ledger.Earn(
             member_id=int(self.member.id),
             account_id=int(self.member.account_id),
             credits=self.credits,
-            idempotency_key=f"activity:{activity_id}",
+            idempotency_key="activity:",
             effective_at=self.occurred_at,
-            activity_id=activity_id,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
@@ -317,27 +317,23 @@ _DRIVER_ADD_CREDITS = DriverStatement(_ADD_CREDITS)
 #: PostgreSQL: the same four writes of an earn (header, a lot per credit, a transfer leg per
 #: lot, the counters) as one statement, one round trip instead of four (PERFORMANCE.md).
 #: Data-modifying CTEs always run to completion; foreign keys are checked at its end.
-_EARN_IN_ONE = DriverStatement(
-    text(
-        """
-WITH txn AS (
+#: `{new_row}` and friends let it insert the row the earn is for first (`NewRow`), and
+#: `{credits}` takes one credit as plain values (the common case: no arrays to unnest).
+_EARN_IN_ONE = """
+WITH {new_row}txn AS (
     INSERT INTO ledger_transactions (program_id, kind, idempotency_key, request_hash, member_id,
         activity_id, rule, program_version, actor, reference, reason, reverses_id,
         effective_at, created_at)
-    VALUES (:program_id, 'earn', :key, NULL, :member_id, :activity_id, :rule, :version,
-        :actor, NULL, NULL, NULL, :effective_at, :now)
-    RETURNING id
+    SELECT :program_id, 'earn', {key}, NULL, :member_id, {activity_id}, :rule, :version,
+        :actor, NULL, NULL, NULL, :effective_at, :now{from_new_row}
+    RETURNING id, activity_id
 ), lot AS (
     INSERT INTO lots (program_id, member_id, account_id, transaction_id, activity_id, rule,
         original, remaining, held, consumed, expired, reversed, pending, vests_at,
         expires_at, created_at)
-    SELECT :program_id, :member_id, :account_id, txn.id, :activity_id, c.rule, c.points,
+    SELECT :program_id, :member_id, :account_id, txn.id, txn.activity_id, c.rule, c.points,
         c.points, 0, 0, 0, 0, c.pending, c.vests_at, c.expires_at, :now
-    FROM txn, unnest(CAST(:rules AS varchar[]), CAST(:points AS bigint[]),
-        CAST(:pending AS boolean[]), CAST(:vests AS timestamptz[]),
-        CAST(:expires AS timestamptz[])) WITH ORDINALITY
-        AS c(rule, points, pending, vests_at, expires_at, n)
-    ORDER BY c.n
+    FROM txn, {credits}
     RETURNING id, transaction_id, original, pending
 ), leg AS (
     INSERT INTO transfers (program_id, transaction_id, debit_account_id, credit_account_id,
@@ -348,12 +344,55 @@ WITH txn AS (
 )
 UPDATE accounts
 SET credits_posted = credits_posted + :posted, credits_pending = credits_pending + :pending_sum
-WHERE id = :account_id
-RETURNING (SELECT id FROM txn), (SELECT array_agg(id ORDER BY id) FROM lot),
+WHERE id = :account_id{if_new_row}
+RETURNING {new_row_id}(SELECT id FROM txn), (SELECT array_agg(id ORDER BY id) FROM lot),
     credits_posted, debits_posted, credits_pending, debits_pending, debt, withheld
 """
-    )
-)
+_CREDITS = """unnest(CAST(:rules AS varchar[]), CAST(:points AS bigint[]),
+        CAST(:pending AS boolean[]), CAST(:vests AS timestamptz[]),
+        CAST(:expires AS timestamptz[])) WITH ORDINALITY
+        AS c(rule, points, pending, vests_at, expires_at, n)
+    ORDER BY c.n"""
+_ONE_CREDIT = """(SELECT CAST(:rules AS varchar), CAST(:points AS bigint),
+        CAST(:pending AS boolean), CAST(:vests AS timestamptz),
+        CAST(:expires AS timestamptz)) AS c(rule, points, pending, vests_at, expires_at)"""
+_earn_statements: dict[tuple[str | None, bool], DriverStatement] = {}
+
+
+def _earn_in_one(new_row: str | None, one_credit: bool) -> DriverStatement:
+    """`_EARN_IN_ONE` for a new row's INSERT (or none) and one credit or several."""
+    hit = _earn_statements.get((new_row, one_credit))
+    if hit is None:
+        parts = {
+            "new_row": "",
+            "key": ":key",
+            "activity_id": ":activity_id",
+            "from_new_row": "",
+            "if_new_row": "",
+            "new_row_id": "",
+        }
+        if new_row is not None:
+            parts = {
+                "new_row": f"new_row AS ({new_row}), ",
+                "key": "CAST(:key AS varchar) || new_row.id",
+                "activity_id": "new_row.id",
+                "from_new_row": " FROM new_row",
+                "if_new_row": " AND EXISTS (SELECT FROM txn)",
+                "new_row_id": "(SELECT id FROM new_row), ",
+            }
+        sql = _EARN_IN_ONE.format(credits=_ONE_CREDIT if one_credit else _CREDITS, **parts)
+        hit = _earn_statements[(new_row, one_credit)] = DriverStatement(text(sql))
+    return hit
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """The row an earn is for, not yet inserted: `sql` is an INSERT ... ON CONFLICT DO
+    NOTHING RETURNING id whose binds are all named `row_*`, `params` their values."""
+
+    sql: str
+    params: dict[str, Any]
+
 
 #: Per engine (the url rendered once), per program: (kind, unit) -> system account id.
 _system_cache: WeakKeyDictionary[Engine, tuple[str, dict[int, dict[tuple[str, str], int]]]] = (
@@ -803,14 +842,59 @@ def _insert_legs(conn: Connection, legs: list[dict[str, Any]]) -> None:
         conn.execute(_INSERT_TRANSFER, legs)
 
 
+def post_for_new_row(
+    conn: Connection, ctx: Context, op: Earn, row: NewRow
+) -> tuple[int, Posted] | None:
+    """Insert `row`, then post `op` for it: the new id is the earn's `activity_id` and ends
+    its idempotency key. None, and nothing written, if the insert meets a conflict. On
+    PostgreSQL one statement does both (a round trip less on every earn)."""
+    if conn.dialect.name == "postgresql" and any(c.points > 0 for c in op.credits):
+        written = _write_earn(conn, ctx, op, row)
+        if written is None:
+            return None
+        row_id, posted = written
+        assert row_id is not None
+        return row_id, posted
+    inserted = _row_statement(row.sql).execute(conn, row.params).fetchone()
+    if inserted is None:
+        return None
+    row_id = int(inserted[0])
+    key = f"{op.idempotency_key}{row_id}"
+    return row_id, _earn(conn, ctx, replace(op, activity_id=row_id, idempotency_key=key))
+
+
+_row_statements: dict[str, DriverStatement] = {}
+
+
+def _row_statement(sql: str) -> DriverStatement:
+    hit = _row_statements.get(sql)
+    if hit is None:
+        hit = _row_statements[sql] = DriverStatement(text(sql))
+    return hit
+
+
 def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
+    written = _write_earn(conn, ctx, op, None)
+    assert written is not None  # only a new row can turn out not new
+    return written[1]
+
+
+def _write_earn(
+    conn: Connection, ctx: Context, op: Earn, new_row: NewRow | None
+) -> tuple[int | None, Posted] | None:
+    """An earn's writes: (the new row's id, the earn). `new_row` (`post_for_new_row`) is
+    only given on PostgreSQL with points to post; None if it was not new."""
     credits = [c for c in op.credits if c.points > 0]
     if any(c.points < 0 for c in op.credits):
         raise InvariantBroken("an earn credit cannot be negative")
     issuance = system_account(conn, ctx.program_id, "issuance", op.unit)
     new_lots: list[tuple[int, int, bool]]  # (lot id, points, pending) per credit
+    row_id = None
     if credits and conn.dialect.name == "postgresql":
-        txn, new_lots, after = _write_earn_in_one(conn, ctx, op, credits, issuance)
+        written = _write_earn_in_one(conn, ctx, op, credits, issuance, new_row)
+        if written is None:
+            return None
+        row_id, txn, new_lots, after = written
         posted, pending = _sums(new_lots)
     else:
         txn = _header(
@@ -825,7 +909,7 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
         )
         if not credits:
             current = conn.execute(select(*_COUNTERS).where(accounts.c.id == op.account_id)).one()
-            return Posted(txn, 0, Balance.of(current))
+            return row_id, Posted(txn, 0, Balance.of(current))
         new_lots, legs = [], []
         for credit in credits:
             lot_id, is_pending = _add_lot(
@@ -850,7 +934,7 @@ def _earn(conn: Connection, ctx: Context, op: Earn) -> Posted:
                     conn, ctx, txn, op.account_id, lot_id, points, collected, op.unit
                 )
     lot_ids = [lot[0] for lot in new_lots]
-    return Posted(txn, posted + pending, Balance.of(collected), lot_ids=lot_ids)
+    return row_id, Posted(txn, posted + pending, Balance.of(collected), lot_ids=lot_ids)
 
 
 def _sums(new_lots: list[tuple[int, int, bool]]) -> tuple[int, int]:
@@ -860,42 +944,62 @@ def _sums(new_lots: list[tuple[int, int, bool]]) -> tuple[int, int]:
 
 
 def _write_earn_in_one(
-    conn: Connection, ctx: Context, op: Earn, credits: list[Credit], issuance: int
-) -> tuple[int, list[tuple[int, int, bool]], Counters]:
-    """`_earn`'s writes on PostgreSQL, by one statement (`_EARN_IN_ONE`): the header's id,
-    the new lots and the counters after, as the four statements give them."""
+    conn: Connection,
+    ctx: Context,
+    op: Earn,
+    credits: list[Credit],
+    issuance: int,
+    new_row: NewRow | None,
+) -> tuple[int | None, int, list[tuple[int, int, bool]], Counters] | None:
+    """`_earn`'s writes on PostgreSQL, by one statement (`_EARN_IN_ONE`): the new row's id
+    (if any), the header's id, the new lots and the counters after, as the four statements
+    give them. None if `new_row` was not new (then nothing is written)."""
     pending = [_is_pending(c, ctx.now) for c in credits]
     when = time_binder(conn.dialect)
-    row = _EARN_IN_ONE.execute(
-        conn,
-        {
-            "program_id": ctx.program_id,
-            "key": op.idempotency_key,
-            "member_id": op.member_id,
-            "account_id": op.account_id,
-            "activity_id": op.activity_id,
-            "rule": ",".join(c.rule for c in credits),
-            "version": ctx.program_version,
-            "actor": ctx.actor,
-            "effective_at": when(op.effective_at or ctx.now),
-            "now": when(ctx.now),
-            "issuance": issuance,
+    params = {
+        "program_id": ctx.program_id,
+        "key": op.idempotency_key,
+        "member_id": op.member_id,
+        "account_id": op.account_id,
+        "rule": ",".join(c.rule for c in credits),
+        "version": ctx.program_version,
+        "actor": ctx.actor,
+        "effective_at": when(op.effective_at or ctx.now),
+        "now": when(ctx.now),
+        "issuance": issuance,
+        "posted": sum(c.points for c, p in zip(credits, pending, strict=True) if not p),
+        "pending_sum": sum(c.points for c, p in zip(credits, pending, strict=True) if p),
+    }
+    if len(credits) == 1:
+        (credit,) = credits
+        params |= {"rules": credit.rule, "points": credit.points, "pending": pending[0]}
+        params |= {"vests": when(credit.vests_at), "expires": when(credit.expires_at)}
+    else:
+        params |= {
             "rules": [c.rule for c in credits],
             "points": [c.points for c in credits],
             "pending": pending,
             "vests": [when(c.vests_at) for c in credits],
             "expires": [when(c.expires_at) for c in credits],
-            "posted": sum(c.points for c, p in zip(credits, pending, strict=True) if not p),
-            "pending_sum": sum(c.points for c, p in zip(credits, pending, strict=True) if p),
-        },
-    ).fetchone()
+        }
+    if new_row is None:
+        params["activity_id"] = op.activity_id
+    else:
+        params |= new_row.params
+    statement = _earn_in_one(None if new_row is None else new_row.sql, len(credits) == 1)
+    row = statement.execute(conn, params).fetchone()
+    row_id = None
+    if new_row is not None:
+        if row is None:
+            return None
+        row_id, row = int(row[0]), row[1:]
     if row is None:  # as `.one()` of `Connection.execute` raised it
         raise NoResultFound("No row was found when one was required")
     lots = [
         (int(lot_id), credit.points, is_pending)
         for lot_id, credit, is_pending in zip(row[1], credits, pending, strict=True)
     ]
-    return int(row[0]), lots, Counters(*row[2:])
+    return row_id, int(row[0]), lots, Counters(*row[2:])
 
 
 def _collect_debt(
