@@ -23,6 +23,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Try earning rules.", no_args_is_help=True)
 rewards_app = typer.Typer(help="Rewards and gift-card code pools.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports.", no_args_is_help=True)
+member_app = typer.Typer(help="A member's personal data (docs/privacy.md).", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ledger_app, name="ledger")
@@ -30,6 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
 app.add_typer(rewards_app, name="rewards")
 app.add_typer(report_app, name="report")
+app.add_typer(member_app, name="member")
 
 console = Console()
 err = Console(stderr=True)
@@ -159,6 +161,70 @@ def ledger_audit(
     console.print("[green]Ledger is sound: every invariant holds.[/green]")
 
 
+@member_app.command("export")
+def member_export(
+    ref: str = typer.Argument(..., help="Member id or loyalty number"),
+    program: str = typer.Option(..., help="Program key"),
+    out: Path | None = typer.Option(None, help="Write the JSON here instead of to stdout"),
+    db: str | None = DbOption,
+) -> None:
+    """Everything Trofast holds about a member, as one JSON document."""
+    import json
+
+    from trofast.kit.errors import Problem
+    from trofast.members import privacy
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    try:
+        with database.read() as conn:
+            document = privacy.export(
+                conn, programs.by_key(conn, program), ref, SystemClock().now()
+            )
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"Exported member {document['member']['id']} to {out}.")
+
+
+@member_app.command("erase")
+def member_erase(
+    ref: str = typer.Argument(..., help="Member id or loyalty number"),
+    program: str = typer.Option(..., help="Program key"),
+    reason: str = typer.Option(..., help="Why (recorded; no personal data in it)"),
+    db: str | None = DbOption,
+) -> None:
+    """Erase a member's personal data for good; points are forfeited (docs/privacy.md)."""
+    from trofast.kit.errors import Problem
+    from trofast.members import privacy
+    from trofast.programs import service as programs
+
+    if not reason.strip():
+        typer.echo("--reason must not be empty.", err=True)
+        raise typer.Exit(1)
+    database = _database(db)
+    try:
+        with database.write() as conn:
+            found = programs.by_key(conn, program)
+            done = privacy.erase(conn, found, ref, reason, SystemClock().now(), "cli")
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    console.print(
+        f"Member {done.member_id} erased at {done.erased_at.isoformat()}: "
+        f"{done.points_forfeited} points and {done.pending_points_forfeited} pending points "
+        f"forfeited, {done.money_forfeited} in the money wallet, "
+        f"{done.vouchers_cancelled} vouchers cancelled, {done.messages_dropped} messages dropped.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @report_app.command("settlement")
 def report_settlement(
     month: str = typer.Option(..., help="YYYY-MM, in the program's time zone"),
@@ -268,6 +334,9 @@ def simulate(
     program_file: Path = typer.Option(..., "--program", help="The proposed program file"),
     start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD (program time zone)"),
     end: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD (inclusive)"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Processes to share the members between (one per core)"
+    ),
     db: str | None = DbOption,
 ) -> None:
     """Replay stored history under a proposed program version, writing nothing; per month:
@@ -300,6 +369,7 @@ def simulate(
                 first,
                 last,
                 progress=lambda n: progress.advance(task, n),
+                workers=workers,
             )
     table = Table(
         "month",

@@ -6,7 +6,7 @@ from trofast.households.models import household_invites, households
 from trofast.kit.idempotency import idempotency_keys
 from trofast.kit.orm import metadata
 from trofast.ledger.models import accounts, ledger_transactions, lots, transfers
-from trofast.members.models import member_users, members
+from trofast.members.models import member_erasures, member_users, members
 from trofast.memberships.models import membership_history, memberships
 from trofast.notify.models import outbox
 from trofast.partners.models import partner_activities
@@ -24,6 +24,7 @@ __all__ = [
     "idempotency_keys",
     "ledger_transactions",
     "lots",
+    "member_erasures",
     "member_tiers",
     "member_users",
     "members",

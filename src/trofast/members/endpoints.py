@@ -13,8 +13,10 @@ from trofast.activities import service as activities
 from trofast.http import Services, idempotent, require, services
 from trofast.kit.auth import Principal, Scope
 from trofast.kit.errors import Problem
-from trofast.members import service
+from trofast.members import privacy, service
 from trofast.members.schemas import (
+    ErasureIn,
+    ErasureOut,
     MemberIn,
     MemberOut,
     MemberPage,
@@ -173,3 +175,47 @@ def remove_user(
     with svc.db.write() as conn:
         service.remove_user(conn, principal.program_id, ref, external_id, svc.clock.now())
     return Response(status_code=204)
+
+
+@router.get("/{ref}/export")
+def export_member(
+    ref: str,
+    principal: Principal = Depends(require(Scope.admin)),
+    svc: Services = Depends(services),
+) -> JSONResponse:
+    """Everything Trofast holds about the member, erased ones too (GDPR articles 15 and
+    20): one JSON document whose keys are described in docs/privacy.md."""
+    with svc.db.read() as conn:
+        program = programs.current(conn, principal.program_id)
+        document = privacy.export(conn, program, ref, svc.clock.now())
+    return JSONResponse(
+        document,
+        headers={
+            "Content-Disposition": f'attachment; filename="member-{document["member"]["id"]}.json"'
+        },
+    )
+
+
+@router.post("/{ref}/erase", response_model=ErasureOut)
+def erase_member(
+    ref: str,
+    data: ErasureIn,
+    principal: Principal = Depends(require(Scope.admin)),
+    svc: Services = Depends(services),
+    idempotency_key: str | None = Header(None),
+) -> JSONResponse:
+    """Erase the member's personal data for good (GDPR article 17): points forfeited,
+    vouchers cancelled, queued messages dropped; the books stay (docs/privacy.md). Erasing
+    again changes nothing and answers the same."""
+    now = svc.clock.now()
+    with svc.db.write() as conn:
+        program = programs.current(conn, principal.program_id)
+        return idempotent(
+            conn,
+            principal,
+            idempotency_key,
+            lambda: ("erase", ref, data.model_dump(mode="json")),
+            200,
+            lambda: privacy.erase(conn, program, ref, data.reason, now, principal.actor),
+            now,
+        )

@@ -1,7 +1,8 @@
-"""Tables: members, and the users of a member that is a company."""
+"""Tables: members, the users of a member that is a company, and erasures of members."""
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     Index,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -21,7 +23,8 @@ members = Table(
     metadata,
     id_column(),
     program_column(),
-    Column("loyalty_number", String(20), nullable=False),
+    #: Null once the member is erased (the retired number moves to member_erasures).
+    Column("loyalty_number", String(20), nullable=True),
     Column("external_id", String(100), nullable=True),
     Column("email", String(254), nullable=True),
     Column("phone", String(20), nullable=True),
@@ -69,4 +72,26 @@ member_users = Table(
     UniqueConstraint("program_id", "external_id"),
     UniqueConstraint("program_id", "email"),
     Index(None, "member_id"),
+)
+
+#: One row per erased member (docs/privacy.md): when, why and by whom, what the erasure
+#: forfeited, cancelled and dropped (its answer, replayed when asked again), and the
+#: member's retired loyalty number, which is never issued again and which lookups refuse
+#: with 410 `member_erased`. No personal data.
+member_erasures = Table(
+    "member_erasures",
+    metadata,
+    id_column(),
+    program_column(),
+    Column("member_id", Id, ForeignKey("members.id"), nullable=False, unique=True),
+    Column("loyalty_number", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("points_forfeited", BigInteger, nullable=False),
+    Column("pending_points_forfeited", BigInteger, nullable=False),
+    Column("money_forfeited", BigInteger, nullable=False),
+    Column("vouchers_cancelled", BigInteger, nullable=False),
+    Column("messages_dropped", BigInteger, nullable=False),
+    Column("erased_at", UtcDateTime, nullable=False),
+    UniqueConstraint("program_id", "loyalty_number"),
 )

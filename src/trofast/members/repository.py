@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, extract, or_, select, update
 
 from trofast.kit.orm import AnyRow
 from trofast.ledger.models import accounts
-from trofast.members.models import member_users, members
+from trofast.members.models import member_erasures, member_users, members
 
 
 def get(conn: Connection, program_id: int, member_id: int) -> AnyRow | None:
@@ -25,6 +25,26 @@ def get_by_number(conn: Connection, program_id: int, number: str) -> AnyRow | No
             members.c.program_id == program_id, members.c.loyalty_number == number
         )
     ).first()
+
+
+def get_by_retired_number(conn: Connection, program_id: int, number: str) -> AnyRow | None:
+    """The erased member whose loyalty number `number` was."""
+    return conn.execute(
+        select(members)
+        .join(member_erasures, member_erasures.c.member_id == members.c.id)
+        .where(
+            member_erasures.c.program_id == program_id,
+            member_erasures.c.loyalty_number == number,
+        )
+    ).first()
+
+
+def number_used(conn: Connection, program_id: int, number: str) -> bool:
+    """Whether `number` is a member's loyalty number, or an erased member's retired one."""
+    return (
+        get_by_number(conn, program_id, number) is not None
+        or get_by_retired_number(conn, program_id, number) is not None
+    )
 
 
 def _with_account() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -22,6 +22,8 @@ class Channel(StrEnum):
 class Status(StrEnum):
     active = "active"
     suspended = "suspended"
+    #: Set only by an erasure (docs/privacy.md); a shell without personal data.
+    erased = "erased"
 
 
 class Kind(StrEnum):
@@ -69,13 +71,13 @@ class MemberPatch(BaseModel):
     birth_date: date | None = None
     locale: str | None = Field(None, max_length=10)
     marketing_consent: bool | None = None
-    status: Status | None = None
+    status: Literal[Status.active, Status.suspended] | None = None
     tags: list[Tag] | None = Field(None, max_length=50)
 
 
 class MemberOut(BaseModel):
     id: int
-    loyalty_number: str
+    loyalty_number: str | None = Field(description="Null once the member is erased")
     external_id: str | None
     email: str | None
     phone: str | None
@@ -122,3 +124,27 @@ class UserOut(BaseModel):
 
 class UserList(BaseModel):
     items: list[UserOut]
+
+
+class ErasureIn(BaseModel):
+    """Why the member's personal data is erased (e.g. "GDPR art. 17 request 2026-11-23");
+    recorded with the erasure, so it must not contain personal data itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ErasureOut(BaseModel):
+    """What an erasure did; asking again answers the same."""
+
+    member_id: int
+    status: Status
+    erased_at: datetime
+    reason: str
+    erased_by: str = Field(description="The API key (apikey:ID) or CLI user that erased")
+    points_forfeited: int = Field(description="Available points moved to `adjustment`")
+    pending_points_forfeited: int = Field(description="Pending points taken back to `issuance`")
+    money_forfeited: int = Field(description="The money wallet's balance, minor units")
+    vouchers_cancelled: int
+    messages_dropped: int = Field(description="Undelivered outbox messages about the member")

@@ -58,7 +58,7 @@ def enrol(
     _refuse_taken(conn, program.program_id, values)
     for _ in range(20):
         number = loyalty_number.generate(rng)
-        if repository.get_by_number(conn, program.program_id, number) is None:
+        if not repository.number_used(conn, program.program_id, number):
             break
     else:  # pragma: no cover - 10^11 numbers
         raise RuntimeError("could not find a free loyalty number")
@@ -87,17 +87,37 @@ def profile_complete(member: MemberOut) -> bool:
     return all(getattr(member, name) is not None for name in PROFILE_FIELDS)
 
 
-def resolve(conn: Connection, program_id: int, ref: str) -> AnyRow:
-    """A member row by id or 12-digit loyalty number, or 404 (422 for a mistyped number)."""
+def resolve(conn: Connection, program_id: int, ref: str, *, erased: bool = False) -> AnyRow:
+    """A member row by id or 12-digit loyalty number, or 404 (422 for a mistyped number);
+    an erased member is 410 `member_erased` unless `erased` (its export, its erasure)."""
     member_id, number = _parse_ref(ref)
     row = None
     if number is not None:
         row = repository.get_by_number(conn, program_id, number)
+        if row is None and erased:
+            row = repository.get_by_retired_number(conn, program_id, number)
     elif member_id is not None:
         row = repository.get(conn, program_id, member_id)
     if row is None:
+        _refuse_retired(conn, program_id, number)
         raise not_found("member", ref)
+    if not erased:
+        refuse_erased(row)
     return row
+
+
+def refuse_erased(member: Any) -> None:
+    """410 `member_erased` for an erased member (any row with `id` and `status`)."""
+    if member.status == Status.erased.value:
+        raise Problem(
+            410, "member_erased", f"Member {member.id} was erased; nothing can be done for it."
+        )
+
+
+def _refuse_retired(conn: Connection, program_id: int, number: str | None) -> None:
+    """410 `member_erased` for the retired loyalty number of an erased member."""
+    if number is not None and repository.get_by_retired_number(conn, program_id, number):
+        raise Problem(410, "member_erased", f"The member of card {number} was erased; enrol anew.")
 
 
 def resolve_account(conn: Connection, program_id: int, ref: str) -> AnyRow:
@@ -135,15 +155,17 @@ def resolve_with_account(
     number: str | None = None,
     lock: bool = False,
 ) -> AnyRow:
-    """A member's id, status, birth date, account id and counters, or 404; `lock` locks
-    the account row for the rest of the transaction."""
+    """A member's id, status, birth date, account id and counters, or 404 (410 if erased);
+    `lock` locks the account row for the rest of the transaction."""
     if number is not None:
         check_loyalty_number(number)
     row = repository.get_with_account(
         conn, program_id, member_id=member_id, number=number, lock=lock
     )
     if row is None:
+        _refuse_retired(conn, program_id, number)
         raise not_found("member", member_id if member_id is not None else number)
+    refuse_erased(row)
     return row
 
 

@@ -39,6 +39,7 @@ TOPICS = (
     "membership.cancelled",
     "membership.lapsed",
     "tier.changed",
+    "member.erased",
 )
 
 
