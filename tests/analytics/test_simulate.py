@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from trofast.analytics.simulate import simulate
+from trofast.analytics.simulate import parallel, simulate
 from trofast.cli import app
 from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
@@ -370,3 +371,77 @@ def test_stored_bodies_decode_the_same_whatever_their_shape() -> None:
         decoded = decode_body(body)
         assert (decoded.lines, decoded.attributes) == (expected, {"stars": 5})
     assert (decode_body(None).lines, decode_body(None).attributes) == ((), {})
+
+
+def test_a_replay_shared_between_processes_finds_the_same(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+    clock: FixedClock,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    """Members shared between three worker processes (by id modulo 3): every month's
+    figures, members by tier included, are those of the replay in one process; a program
+    with a rule budget (shared by all members) is replayed in one process. The CLI's
+    `--workers` prints the same tables."""
+    program = make_program(**TWO_TIERS)
+    pos = key_for(program, "pos")
+    clock.set(datetime(2026, 2, 10, 12, tzinfo=UTC))
+    members = [
+        client.post("/v1/members", json={"email": f"w{n}@example.com"}, headers=pos).json()["id"]
+        for n in range(7)
+    ]
+    coffee = {"sku": "c1", "amount": 4000, "quantity": 2, "category": "coffee"}
+    bun = {"sku": "b1", "amount": 2500, "quantity": 1, "category": "bakery"}
+    at = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    for n in range(40):
+        at += timedelta(hours=19)
+        clock.set(at)
+        lines = [coffee, bun] if n % 3 else [bun]
+        body = {"type": "purchase", "external_id": f"w{n}", "currency": "SEK",
+                "amount": sum(line["amount"] for line in lines), "lines": lines,
+                "occurred_at": at.isoformat()}  # fmt: skip
+        if n % 9:  # every ninth anonymous
+            body["member_id"] = members[n % 7]
+        assert client.post("/v1/activities", json=body, headers=pos).status_code == 201
+        if n % 5 == 1:
+            back = {"type": "return", "external_id": f"r{n}", "original_external_id": f"w{n}",
+                    "amount": 2500, "occurred_at": at.isoformat()}  # fmt: skip
+            assert client.post("/v1/activities", json=back, headers=pos).status_code == 201
+    proposed = {
+        **program.spec.model_dump(mode="json", exclude={"earn"}),
+        "rules": [
+            {"id": "base", "effect": {"kind": "per_amount", "points": 3, "per_amount": 1000}},
+            {"id": "coffee", "lines": {"categories": ["coffee"]},
+             "effect": {"kind": "per_unit", "points": 7},
+             "limits": {"per_member": [{"period": "week", "points": 30}]}},
+        ],
+    }  # fmt: skip
+    budgeted = {**proposed, "rules": [{**proposed["rules"][1], "limits": {"budget": 100}}]}
+    window = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    for document, shared in ((proposed, True), (budgeted, False)):
+        spec = ProgramSpec.model_validate(document)
+        assert parallel(spec) is shared
+        with db.read() as conn:
+            alone = simulate(conn, program.program_id, spec, *window)
+            rows: list[int] = []
+            together = simulate(
+                conn, program.program_id, spec, *window, progress=rows.append, workers=3
+            )
+        assert [m.month for m in alone.months][:2] == ["2026-03", "2026-04"]
+        assert alone.months == together.months, (alone.months, together.months)
+        assert alone.activities == together.activities == 40 + 8
+        assert alone.months[0].simulated_tiers  # tiers were replayed and counted
+        if shared:  # each process told how many rows it replayed
+            assert sum(rows) == 48 and len(rows) == 3
+
+    new_file = tmp_path / "proposed.json"
+    new_file.write_text(json.dumps(proposed))
+    command = ["simulate", "--program", str(new_file), "--from", "2026-03-01",
+               "--to", "2026-05-31", "--db", db.url, "--workers"]  # fmt: skip
+    printed = [CliRunner().invoke(app, [*command, workers]) for workers in ("1", "2")]
+    assert [out.exit_code for out in printed] == [0, 0], printed[1].output
+    # the same tables, and the same count of activities (their time and speed aside)
+    tables = [re.sub(r" in [\d.]+ s \([\d,]+/s\).*", "", out.output, flags=re.S) for out in printed]
+    assert "2026-04" in tables[0] and "48 activities" in tables[0] and tables[0] == tables[1]

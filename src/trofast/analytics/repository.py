@@ -28,6 +28,17 @@ from trofast.members.models import members
 from trofast.rewards.models import vouchers
 from trofast.tiers.models import tier_history
 
+#: (k, n): the k-th of n parts of a program's members, by member id modulo n, so that a
+#: replay can be shared between processes; activities without a member belong to part 0.
+Part = tuple[int, int]
+
+
+def of_part(member_id: ColumnElement[Any], part: Part) -> ColumnElement[bool]:
+    """Whether `member_id` is in `part` (NULL, no member, is in part 0)."""
+    k, n = part
+    mine = member_id % n == k
+    return or_(mine, member_id.is_(None)) if k == 0 else mine
+
 
 def activity_chunks(
     conn: Connection,
@@ -37,6 +48,7 @@ def activity_chunks(
     *,
     bodies: tuple[str, ...] = ("purchase", "return", "event"),
     chunk: int = 20_000,
+    part: Part | None = None,
 ) -> Iterator[Sequence[Any]]:
     """Activities with occurred_at in [start, end), oldest first, in lists of up to `chunk`
     plain tuples (the columns in ACTIVITY_COLUMNS' order).
@@ -48,9 +60,11 @@ def activity_chunks(
     with its UTC offset on SQLite (`datetime.fromisoformat` reads it ten times faster than
     a naive datetime gets its time zone); `body` is JSON text, and only for the activity types
     in `bodies` (else NULL: a body is most of a row, and decoding it most of the cost of
-    reading one).
+    reading one). With `part`, only that part's activities (see `of_part`).
     """
     stmt = _activity_select(conn, program_id, start, end, bodies)
+    if part is not None:
+        stmt = stmt.where(of_part(activities.c.member_id, part))
     if conn.dialect.name == "sqlite":
         # The sqlite3 cursor steps through the result as it is fetched from (there are no
         # server-side cursors to ask for), and SQLAlchemy's default fetch strategy buffers
@@ -182,17 +196,19 @@ def granted_vouchers(
 _IDS_PER_QUERY = 10_000
 
 
-def member_rows(conn: Connection, program_id: int) -> dict[int, Any]:
-    rows = conn.execute(
-        select(
-            members.c.id,
-            members.c.status,
-            members.c.birth_date,
-            members.c.enrolled_at,
-            members.c.channel,
-            members.c.tags,
-        ).where(members.c.program_id == program_id)
-    ).all()
+def member_rows(conn: Connection, program_id: int, part: Part | None = None) -> dict[int, Any]:
+    """What a replay reads of the program's members (of `part` only, if given), by id."""
+    stmt = select(
+        members.c.id,
+        members.c.status,
+        members.c.birth_date,
+        members.c.enrolled_at,
+        members.c.channel,
+        members.c.tags,
+    ).where(members.c.program_id == program_id)
+    if part is not None:
+        stmt = stmt.where(of_part(members.c.id, part))
+    rows = conn.execute(stmt).all()
     return {int(r.id): r for r in rows}
 
 

@@ -15,16 +15,24 @@ With two tiers or more in the proposed version, each month also counts the membe
 under the proposed tiers (replayed with the points, see `analytics.tiers`) against the real
 ones (from the tier history); the rules see the replayed tier as `tier.name`. Without tiers
 none of that work is done.
+
+Members do not share counters, except a rule's budget: without budgets, the members can be
+shared between processes (`workers`, `trofast simulate --workers`), each replaying its
+members' activities, and their months added up, with the same result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from queue import Empty
 from typing import Any
 
 import msgspec
@@ -32,6 +40,7 @@ from sqlalchemy import Connection
 
 from trofast.analytics import repository
 from trofast.analytics import tiers as tier_replay
+from trofast.kit.db import connect
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec
 from trofast.rules import engine
@@ -99,18 +108,106 @@ def simulate(
     start: datetime,
     end: datetime,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> Simulation:
-    """Replay [start, end) under `spec`; per month: points really issued and simulated."""
+    """Replay [start, end) under `spec`; per month: points really issued and simulated.
+
+    With `workers` > 1 the members are shared between that many processes (by id modulo
+    `workers`, see repository.of_part), each replaying its members' activities, and their
+    months are added up: the same result, sooner on a machine with the cores. A program with
+    a rule budget replays in one process, as a budget is shared by all members.
+    """
     began = time.perf_counter()
     zone = spec.zone
-    # Only purchases that a return in the window takes back need their points remembered.
     tiered = len(spec.tiers) > 1
     # A tier program's replay starts earlier: the tiers at `start` depend on the windows
     # before it. Activities before `start` are replayed but not reported.
     first = tier_replay.warm_up_start(spec, start) if tiered else start
+    boundaries = tier_replay.month_boundaries(spec.zone, start, end) if tiered else []
+    if workers > 1 and parallel(spec) and conn.dialect.name in ("sqlite", "postgresql"):
+        url = conn.engine.url.render_as_string(hide_password=False)
+        parts = _in_processes(url, program_id, spec, first, end, boundaries, workers, progress)
+    else:
+        parts = [_replay(conn, program_id, spec, first, end, boundaries, progress, None)]
+    months: dict[str, Month] = {}
+    count = 0
+    snapshots: list[dict[str, int]] = [{} for _ in boundaries]
+    for part in parts:
+        count += part.activities
+        for key, month in part.months.items():
+            _add_month(months.setdefault(key, Month(key)), month)
+        for total, counted in zip(snapshots, part.snapshots, strict=True):
+            for tier, n in counted.items():
+                total[tier] = total.get(tier, 0) + n
+    for occurred_at, reward in repository.granted_vouchers(conn, program_id, first, end):
+        key = occurred_at.astimezone(zone).strftime("%Y-%m")
+        granted = months.setdefault(key, Month(key)).actual_vouchers
+        granted[reward] = granted.get(reward, 0) + 1
+    for debit in repository.member_debits(conn, program_id, start, end):
+        key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
+        months.setdefault(key, Month(key)).debits += int(debit.amount)
+    result = Simulation(spec.key, spec.currency, spec.point_value, activities=count)
+    if tiered:
+        rows = repository.member_rows(conn, program_id)
+        _add_tiers(conn, program_id, spec, months, boundaries, snapshots, rows)
+        result.tiers = [tier.id for tier in spec.tiers]
+        first_key = start.astimezone(zone).strftime("%Y-%m")
+        for key in [k for k in months if k < first_key]:  # the tier warm-up's
+            result.history_activities += months.pop(key).activities
+        result.activities -= result.history_activities
+    actual = simulated = 0
+    for key in sorted(months):
+        month = months[key]
+        actual += month.actual_points - month.debits
+        simulated += month.simulated_points - month.debits
+        month.actual_liability, month.simulated_liability = actual, simulated
+        result.months.append(month)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def parallel(spec: ProgramSpec) -> bool:
+    """Whether the replay of `spec` can be shared between processes: no rule has a budget
+    (the one counter that members share)."""
+    return not any(rule.limits.budget is not None for rule in spec.rules or ())
+
+
+@dataclass
+class _Part:
+    """What the replay of one part of the members found: its activities per month (points
+    really issued and simulated, vouchers the rules grant) and its members by tier at each
+    month boundary (tier programs)."""
+
+    months: dict[str, Month]
+    snapshots: list[dict[str, int]]
+    activities: int
+
+
+def _add_month(total: Month, part: Month) -> None:
+    total.activities += part.activities
+    total.actual_points += part.actual_points
+    total.simulated_points += part.simulated_points
+    for reward, n in part.simulated_vouchers.items():
+        total.simulated_vouchers[reward] = total.simulated_vouchers.get(reward, 0) + n
+
+
+def _replay(
+    conn: Connection,
+    program_id: int,
+    spec: ProgramSpec,
+    first: datetime,
+    end: datetime,
+    boundaries: list[datetime],
+    progress: Callable[[int], None] | None,
+    part: repository.Part | None,
+) -> _Part:
+    """Replay the activities of [first, end) of the members of `part` (all without)."""
+    zone = spec.zone
+    tiered = bool(boundaries)
+    # Only purchases that a return in the window takes back need their points remembered.
     replay = _Replay(spec, repository.returned_purchases(conn, program_id, first, end))
     entry = spec.tiers[0].id if tiered else None
-    rows = repository.member_rows(conn, program_id)
+    rows = repository.member_rows(conn, program_id, part)
     for member_id, r in rows.items():
         replay.add_member(
             engine.MemberSnapshot(
@@ -124,13 +221,11 @@ def simulate(
             )
         )
     tiers: tier_replay.TierReplay | None = None
-    boundaries: list[datetime] = []
     snapshots: list[dict[str, int]] = []
     if tiered:
         tiers = tier_replay.TierReplay(
             spec, {m: r.enrolled_at for m, r in rows.items()}, replay.set_tier
         )
-        boundaries = tier_replay.month_boundaries(spec.zone, start, end)
     # Bodies are read only where the program can use them: a purchase's lines, an event's
     # attributes. Returns are priced from the purchase they return.
     program = replay.program
@@ -145,7 +240,7 @@ def simulate(
     count = 0
     month = Month("")
     month_ends = first  # rows come oldest first: find the month only when one ends
-    for chunk in repository.activity_chunks(conn, program_id, first, end, bodies=bodies):
+    for chunk in repository.activity_chunks(conn, program_id, first, end, bodies=bodies, part=part):
         # Plain tuples, unpacked once (see repository.ACTIVITY_COLUMNS).
         for (activity_id, kind, member_id, occurred_at, amount, currency, store, channel,
              event_type, original_id, body, points) in chunk:  # fmt: skip
@@ -202,32 +297,84 @@ def simulate(
         count += len(chunk)
         if progress is not None:
             progress(len(chunk))
-    for occurred_at, reward in repository.granted_vouchers(conn, program_id, first, end):
-        key = occurred_at.astimezone(zone).strftime("%Y-%m")
-        granted = months.setdefault(key, Month(key)).actual_vouchers
-        granted[reward] = granted.get(reward, 0) + 1
-    for debit in repository.member_debits(conn, program_id, start, end):
-        key = debit.effective_at.astimezone(zone).strftime("%Y-%m")
-        months.setdefault(key, Month(key)).debits += int(debit.amount)
-    result = Simulation(spec.key, spec.currency, spec.point_value, activities=count)
     if tiers is not None:
         while len(snapshots) < len(boundaries):
             snapshots.append(tiers.counts(boundaries[len(snapshots)]))
-        _add_tiers(conn, program_id, spec, months, boundaries, snapshots, rows)
-        result.tiers = list(tiers.ids)
-        first_key = start.astimezone(zone).strftime("%Y-%m")
-        for key in [k for k in months if k < first_key]:  # the tier warm-up's
-            result.history_activities += months.pop(key).activities
-        result.activities -= result.history_activities
-    actual = simulated = 0
-    for key in sorted(months):
-        month = months[key]
-        actual += month.actual_points - month.debits
-        simulated += month.simulated_points - month.debits
-        month.actual_liability, month.simulated_liability = actual, simulated
-        result.months.append(month)
-    result.seconds = time.perf_counter() - began
-    return result
+    return _Part(months, snapshots, count)
+
+
+def _in_processes(
+    url: str,
+    program_id: int,
+    spec: ProgramSpec,
+    first: datetime,
+    end: datetime,
+    boundaries: list[datetime],
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> list[_Part]:
+    """_replay() of each of `workers` parts, each in a process of its own (spawned: a fork
+    would share the parent's connections and threads), its progress passed on."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    document = spec.model_dump(mode="json")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_set_progress, initargs=(queue,)
+    ) as pool:
+        futures = [
+            pool.submit(_replay_part, url, program_id, document, first, end, boundaries, part)
+            for part in ((k, workers) for k in range(workers))
+        ]
+        told = 0  # rows the workers said they replayed
+        while not all(future.done() for future in futures):
+            with contextlib.suppress(Empty):
+                told += _tell(progress, queue.get(timeout=0.2))
+        parts = [future.result() for future in futures]  # a worker's error is raised here
+        with contextlib.suppress(Empty):  # what is still on its way
+            while told < sum(part.activities for part in parts):
+                told += _tell(progress, queue.get(timeout=5))
+        return parts
+
+
+def _tell(progress: Callable[[int], None] | None, rows: int) -> int:
+    if progress is not None:
+        progress(rows)
+    return rows
+
+
+_progress: Any = None  # in a worker process: the queue to tell the parent of rows replayed
+
+
+def _set_progress(queue: Any) -> None:
+    global _progress
+    _progress = queue
+
+
+def _replay_part(
+    url: str,
+    program_id: int,
+    document: dict[str, Any],
+    first: datetime,
+    end: datetime,
+    boundaries: list[datetime],
+    part: repository.Part,
+) -> _Part:
+    """_replay() in a worker process, on a connection of its own."""
+    db = connect(url, pool_size=1)
+    try:
+        with db.read() as conn:
+            return _replay(
+                conn,
+                program_id,
+                ProgramSpec.model_validate(document),
+                first,
+                end,
+                boundaries,
+                _progress.put,
+                part,
+            )
+    finally:
+        db.dispose()
 
 
 def _add_tiers(
