@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/rules.py [--activities 1000000] [--db sqlite|postgresql|both]
                                          [--seconds 3] [--skip-evaluate] [--json FILE]
                                          [--programs simple,50_rules,cafe,grocery,fashion]
+                                         [--workers N]
 
 a) `engine.evaluate` in memory: a realistic 50-rule program (PROGRAM_50 below) on random
    baskets of 10 lines, with rule counters kept in dicts as a replay keeps them. Baselines:
@@ -18,7 +19,9 @@ b) `analytics.simulate.simulate` over N stored activities (default 1,000,000: pu
    that reading the rows accounts for. Then the real programs (`real_profiles()`): the demo
    café, examples/grocery.yaml and examples/fashion-eshop.yaml, each replayed over a
    history generated for it in a database of its own, with the products, categories,
-   stores, channels, member tags and event types its rules match.
+   stores, channels, member tags and event types its rules match. Each program without a
+   rule budget is also replayed with its members shared between --workers processes
+   (default: one per core), whose results must be the same: that row is wall time.
 
 --json writes every figure and a digest of the results (points per month, per program) so
 that two runs, e.g. before and after a change to the engine, can be compared for identical
@@ -50,7 +53,7 @@ from sqlalchemy.engine import make_url
 
 from trofast import demo, migrations
 from trofast.analytics import repository
-from trofast.analytics.simulate import decode_body, simulate
+from trofast.analytics.simulate import decode_body, parallel, simulate
 from trofast.kit.db import connect
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec, parse_document
@@ -949,12 +952,17 @@ def trofast_read(
 
 
 def replay(
-    url: str, program_id: int, spec: ProgramSpec, start: datetime = START, end: datetime = END
+    url: str,
+    program_id: int,
+    spec: ProgramSpec,
+    start: datetime = START,
+    end: datetime = END,
+    workers: int = 1,
 ) -> Any:
     db = connect(url)
     try:
         with db.read() as conn:
-            return simulate(conn, program_id, spec, start, end)
+            return simulate(conn, program_id, spec, start, end, workers=workers)
     finally:
         db.dispose()
 
@@ -990,7 +998,11 @@ def _row(label: str, wall: float, cpu: float, count: int, note: str = "") -> dic
 
 
 def measure_simulate(
-    database: Callable[[str], str], count: int, lines: int, names: Sequence[str]
+    database: Callable[[str], str],
+    count: int,
+    lines: int,
+    names: Sequence[str],
+    workers: int = 1,
 ) -> dict[str, Any]:
     members = max(1_000, count // 100)
     out: dict[str, Any] = {"activities": count, "members": members}
@@ -1009,7 +1021,9 @@ def measure_simulate(
                 raise RuntimeError(f"{name} read {rows} rows, expected {count}")
         documents = {"simple": PROGRAM_SIMPLE, "50_rules": PROGRAM_50}
         for name in bench:
-            out[f"simulate_{name}"] = measure_replay(url, program_id, name, documents[name], BENCH)
+            out[f"simulate_{name}"] = measure_replay(
+                url, program_id, name, documents[name], BENCH, workers
+            )
     profiles = real_profiles()
     for name in names:
         profile = profiles.get(name)
@@ -1023,15 +1037,22 @@ def measure_simulate(
         trofast_read(url, program_id, ProgramSpec.model_validate(profile.document), True)  # warm
         out[f"simulate_{name}"] = {
             "history": profile.note, "load_seconds": wall,
-            **measure_replay(url, program_id, name, profile.document, profile),
+            **measure_replay(url, program_id, name, profile.document, profile, workers),
         }  # fmt: skip
     return out
 
 
 def measure_replay(
-    url: str, program_id: int, name: str, document: dict[str, Any], profile: Profile
+    url: str,
+    program_id: int,
+    name: str,
+    document: dict[str, Any],
+    profile: Profile,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """One program's replay, beside its own read loop (and that loop building the facts)."""
+    """One program's replay, beside its own read loop (and that loop building the facts);
+    with `workers` > 1, also the replay shared between that many processes (wall time: the
+    CPU time of the workers is not this process's)."""
     spec = ProgramSpec.model_validate(document)
     start, end = profile.start, profile.end
     print(f"  {name.replace('_', ' ')} program (bodies read: {bodies_for(spec) or 'none'})")
@@ -1049,7 +1070,7 @@ def measure_replay(
         f" {1 - facts_wall / wall:.0%}; hash {found['sha1']}",
         flush=True,
     )
-    return {
+    out = {
         "read": _row("  read loop of simulate", read_wall, read_cpu, rows),
         "facts": _row("  ... and ActivityFacts built", facts_wall, facts_cpu, rows),
         **_row("  simulate", wall, cpu, rows, f"  {found['simulated_points']:,} points"),
@@ -1058,6 +1079,23 @@ def measure_replay(
         "evaluate_share": 1 - facts_wall / wall,
         "digest": found,
     }  # fmt: skip
+    if workers > 1 and parallel(spec):
+        shared_wall, _, shared = _timed(lambda: replay(url, program_id, spec, start, end, workers))
+        if digest(shared) != found:
+            raise RuntimeError(f"{workers} processes found other results than one")
+        print(
+            f"    simulate, {workers} processes {shared_wall:7.2f} s"
+            f" {rows / shared_wall:>11,.0f}/s  ({wall / shared_wall:.2f}x one process's wall"
+            " time, same results)",
+            flush=True,
+        )
+        out["shared"] = {
+            "workers": workers,
+            "seconds": shared_wall,
+            "per_second": rows / shared_wall,
+            "speedup": wall / shared_wall,
+        }
+    return out
 
 
 @contextlib.contextmanager
@@ -1113,6 +1151,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--programs", default=",".join(PROGRAMS), help=f"replayed in (b), of {','.join(PROGRAMS)}"
     )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="also replay with the members shared between this many processes (1: not)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
@@ -1130,7 +1172,7 @@ def main(argv: list[str]) -> None:
             print(f"\n(b) simulate over {args.activities:,} stored activities, {name}", flush=True)
             with opener() as database:
                 report[f"simulate_{name}"] = measure_simulate(
-                    database, args.activities, args.lines, args.programs.split(",")
+                    database, args.activities, args.lines, args.programs.split(","), args.workers
                 )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
