@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import JSON, String, Text, cast, func, or_, select
 from typer.testing import CliRunner
 
+from trofast.access import service as access
 from trofast.cli import app
+from trofast.kit.auth import Scope
 from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
 from trofast.ledger.audit import audit
@@ -524,3 +526,68 @@ def test_cli_exports_and_erases(
     assert gone.exit_code == 1 and "No member 999999999" in gone.output
     with db.read() as conn:
         assert audit(conn, program.program_id) == []
+
+
+def test_a_partner_gets_member_erased_for_the_card(
+    client: TestClient,
+    db: Database,
+    clock: FixedClock,
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+    problem: Callable[..., Json],
+) -> None:
+    hotel = {"id": "hotel", "name": "Hotell Nord", "earn": {"points": 1, "per_amount": 1000}}
+    program = make_program(partners=[hotel])
+    pos, admin = key_for(program, "pos"), key_for(program, "admin")
+    with db.write() as conn:
+        token, _ = access.create_key(
+            conn, program.program_id, Scope.partner, "hotel", clock.now(), partner="hotel"
+        )
+    partner = {"Authorization": f"Bearer {token}"}
+    member = enrol(pos, first_name="Zelmira")
+    number = member["loyalty_number"]
+    stay = {"external_id": "stay-1", "loyalty_number": number, "amount": 90_000, "currency": "SEK"}
+    assert client.post("/v1/partner/activities", json=stay, headers=partner).status_code == 201
+    r = client.post(f"/v1/members/{number}/erase", json={"reason": "request 3"}, headers=admin)
+    assert r.status_code == 200 and r.json()["points_forfeited"] == 90, r.text
+    problem(client.get(f"/v1/partner/members/{number}", headers=partner), 410, "member_erased")
+    again = {**stay, "external_id": "stay-2"}
+    r = client.post("/v1/partner/activities", json=again, headers=partner)
+    problem(r, 410, "member_erased")
+    doc = client.get(f"/v1/members/{number}/export", headers=admin).json()
+    assert [(p["partner"], p["amount"], p["points"]) for p in doc["partner_activities"]] == [
+        ("hotel", 90_000, 90)
+    ]
+    with db.read() as conn:
+        assert audit(conn, program.program_id) == []
+
+
+def test_a_household_goes_on_without_the_erased_member(
+    client: TestClient,
+    db: Database,
+    program: ProgramVersion,
+    pos: Headers,
+    admin: Headers,
+    enrol: Callable[..., Json],
+) -> None:
+    person = _person()
+    zq = enrol(pos, email=person["email"], last_name=person["last_name"])
+    bo = enrol(pos)
+    r = client.post("/v1/households", json={"owner": zq["id"], "name": "Home"}, headers=pos)
+    home = r.json()
+    invite = client.post(
+        f"/v1/households/{home['id']}/invites", json={"member": bo["id"]}, headers=pos
+    ).json()
+    r = client.post(f"/v1/households/invites/{invite['token']}/accept", headers=pos)
+    assert r.status_code == 200, r.text
+    r = client.post(f"/v1/members/{zq['id']}/erase", json={"reason": "request 4"}, headers=admin)
+    assert r.status_code == 200, r.text
+    household = client.get(f"/v1/households/{home['id']}", headers=pos).json()
+    assert household["name"] == "Home"
+    assert [m["member_id"] for m in household["members"]] == [bo["id"]]
+    assert _personal_left(db, (person["email"], person["last_name"])) == []
+    shell = client.get(f"/v1/members/{zq['id']}/export", headers=admin).json()
+    left = next(m for m in shell["messages"] if m["topic"] == "household.left")
+    assert left["payload"]["member_id"] == zq["id"] and left["payload"]["owner_id"] is None
+    assert bo["id"] not in {v for k, v in _pairs(shell) if k.endswith("member_id")}

@@ -63,11 +63,29 @@ def export(conn: Connection, program: ProgramVersion, ref: str, now: datetime) -
         "partner_activities": repository.partner_activities_of(conn, pid, member_id),
         "vouchers": repository.member_vouchers(conn, pid, member_id),
         "counters": repository.counters(conn, pid, member_id),
-        "messages": repository.messages(conn, pid, member_id),
+        "messages": [
+            {**m, "payload": _own_ids_only(m["payload"], member_id)}
+            for m in repository.messages(conn, pid, member_id)
+        ],
         "erasure": repository.erasure(conn, pid, member_id),
     }
     exported: dict[str, Any] = to_jsonable_python(document)
     return exported
+
+
+#: Event payload fields that may name another member (a household's new owner, the other
+#: side of a transfer).
+_MEMBER_FIELDS = ("member_id", "owner_id", "from_member_id", "to_member_id")
+
+
+def _own_ids_only(payload: Any, member_id: int) -> Any:
+    """An event's payload with other members' ids made null."""
+    if not isinstance(payload, dict):
+        return payload
+    return {
+        k: None if k in _MEMBER_FIELDS and v is not None and v != member_id else v
+        for k, v in payload.items()
+    }
 
 
 def erase(
