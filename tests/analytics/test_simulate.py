@@ -445,3 +445,35 @@ def test_a_replay_shared_between_processes_finds_the_same(
     # the same tables, and the same count of activities (their time and speed aside)
     tables = [re.sub(r" in [\d.]+ s \([\d,]+/s\).*", "", out.output, flags=re.S) for out in printed]
     assert "2026-04" in tables[0] and "48 activities" in tables[0] and tables[0] == tables[1]
+
+
+def test_an_erased_members_history_is_replayed_as_it_happened(
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[[ProgramVersion, str], dict[str, str]],
+    client: TestClient,
+    clock: FixedClock,
+    db: Database,
+) -> None:
+    """Erasure (docs/privacy.md) keeps a member's activities; their replay under the same
+    version gives the points they really earned, not nothing for an `erased` status."""
+    program = make_program()
+    pos, admin = key_for(program, "pos"), key_for(program, "admin")
+    member = client.post("/v1/members", json={"email": "e@example.com"}, headers=pos).json()
+    clock.set(datetime(2026, 4, 2, 12, tzinfo=UTC))
+    body = {"type": "purchase", "external_id": "e1", "member_id": member["id"],
+            "amount": 25000, "currency": "SEK"}  # fmt: skip
+    assert client.post("/v1/activities", json=body, headers=pos).status_code == 201
+    erased = client.post(
+        f"/v1/members/{member['id']}/erase", json={"reason": "GDPR art. 17"}, headers=admin
+    )
+    assert erased.status_code == 200, erased.text
+    with db.read() as conn:
+        result = simulate(
+            conn,
+            program.program_id,
+            program.spec,
+            datetime(2026, 4, 1, tzinfo=UTC),
+            datetime(2026, 5, 1, tzinfo=UTC),
+        )
+    (april,) = result.months
+    assert april.actual_points == april.simulated_points == 25

@@ -212,7 +212,9 @@ def _replay(
         replay.add_member(
             engine.MemberSnapshot(
                 id=member_id,
-                status=str(r.status),
+                # An erased member earned what it did while active (erased, it earns nothing
+                # more): its activities are replayed as an active member's (docs/privacy.md).
+                status="active" if r.status == "erased" else str(r.status),
                 birth_date=r.birth_date,
                 enrolled_at=r.enrolled_at,
                 channel=r.channel,
