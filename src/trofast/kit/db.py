@@ -8,7 +8,7 @@ pool of exactly one connection, so writers queue in-process instead of sleeping 
 SQLite's busy timeout. Reads use a separate pool and plain deferred transactions.
 
 Async endpoints hand their write transaction to `run_write()`, which queues it for a fixed
-set of writer threads (on SQLite exactly one, the single writer; on PostgreSQL two). A
+set of writer threads (on SQLite exactly one, the single writer; on PostgreSQL four). A
 writer thread takes every work queued so far and runs them in one transaction with one
 commit (group commit). Requests wait in that queue rather than as threads parked on the
 pool, whose wake-ups cost more CPU than the earn itself when many wait for one connection.
@@ -70,9 +70,9 @@ class FairLock:
 
 #: At most this many queued works share one transaction.
 MAX_GROUP = 32
-#: PostgreSQL: writer threads taking groups; one runs Python while the other waits on the
-#: database (more only add GIL hand-overs: measured, docs/benchmarks.md).
-PG_WRITERS = 2
+#: PostgreSQL: writer threads taking groups; while one runs Python the others wait on the
+#: database (an earn's two round trips: 4 gave more earns/s than 2, docs/benchmarks.md).
+PG_WRITERS = 4
 #: PostgreSQL: how long a statement of a group may wait for a row lock. Two groups can lock
 #: the same members in opposite orders; rather than wait for the deadlock detector (1 s),
 #: the group gives up, is rolled back, and its works run again one by one.
