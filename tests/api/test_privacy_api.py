@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import JSON, String, Text, cast, func, or_, select
 from typer.testing import CliRunner
 
+from racing import MODES, race, racing_clients
 from trofast.access import service as access
 from trofast.cli import app
 from trofast.kit.auth import Scope
@@ -570,10 +571,17 @@ def test_a_household_goes_on_without_the_erased_member(
     pos: Headers,
     admin: Headers,
     enrol: Callable[..., Json],
+    problem: Callable[..., Json],
 ) -> None:
     person = _person()
     zq = enrol(pos, email=person["email"], last_name=person["last_name"])
     bo = enrol(pos)
+    cilla = enrol(pos)
+    r = client.post("/v1/households", json={"owner": cilla["id"], "name": "Next"}, headers=pos)
+    pending = client.post(
+        f"/v1/households/{r.json()['id']}/invites", json={"member": zq["id"]}, headers=pos
+    )
+    assert pending.status_code == 201, pending.text
     r = client.post("/v1/households", json={"owner": zq["id"], "name": "Home"}, headers=pos)
     home = r.json()
     invite = client.post(
@@ -591,3 +599,45 @@ def test_a_household_goes_on_without_the_erased_member(
     left = next(m for m in shell["messages"] if m["topic"] == "household.left")
     assert left["payload"]["member_id"] == zq["id"] and left["payload"]["owner_id"] is None
     assert bo["id"] not in {v for k, v in _pairs(shell) if k.endswith("member_id")}
+    assert [i["status"] for i in shell["household_invites"]] == ["revoked"]
+    accept = f"/v1/households/invites/{pending.json()['token']}/accept"
+    problem(client.post(accept, headers=pos), 409, "invite_not_pending")
+
+
+# Apps built in threads (app_per_thread) can leak pydantic's harmless warning, as in
+# test_races.py.
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.UnsupportedFieldAttributeWarning")
+@pytest.mark.parametrize("mode", MODES)
+def test_erasures_racing_spends_forfeit_exactly_what_is_left(
+    mode: str,
+    client: TestClient,
+    db: Database,
+    clock: FixedClock,
+    program: ProgramVersion,
+    pos: Headers,
+    admin: Headers,
+    enrol: Callable[..., Json],
+    buy: Callable[..., Any],
+) -> None:
+    member = enrol(pos)
+    buy(pos, member, 100_000)
+    url = f"/v1/members/{member['id']}"
+
+    def send(c: TestClient, i: int) -> Any:
+        if i < 2:
+            return c.post(f"{url}/erase", json={"reason": "race"}, headers=admin)
+        return c.post(f"{url}/spend", json={"points": 10, "reference": f"s{i}"}, headers=pos)
+
+    with racing_clients(mode, db, clock, client, 8) as clients:
+        responses = race(clients, send)
+    erasures, spends = responses[:2], responses[2:]
+    assert [r.status_code for r in erasures] == [200, 200]
+    assert erasures[0].json() == erasures[1].json()
+    spent = [r for r in spends if r.status_code == 201]
+    refused = {(r.status_code, r.json()["code"]) for r in spends if r.status_code != 201}
+    assert refused <= {(410, "member_erased"), (422, "insufficient_points")}
+    assert erasures[0].json()["points_forfeited"] + 10 * len(spent) == 100
+    shell = client.get(f"{url}/export", headers=admin).json()
+    assert (shell["balance"]["available"], shell["balance"]["pending"]) == (0, 0)
+    with db.read() as conn:
+        assert audit(conn, program.program_id) == []

@@ -115,6 +115,7 @@ def erase(
         left = households.leave(conn, pid, str(member_id), now)
         if left.owner_id is None:
             repository.blank_household(conn, pid, int(row.household_id))
+    repository.revoke_invites(conn, pid, member_id, now)
     cancelled = 0
     for code in repository.cancellable_vouchers(conn, pid, member_id, now):
         rewards.cancel(conn, program, code, now, actor)

@@ -465,6 +465,16 @@ def blank_household(conn: Connection, program_id: int, household_id: int) -> Non
     )
 
 
+def revoke_invites(conn: Connection, program_id: int, member_id: int, now: datetime) -> None:
+    """Revoke the invitations to a household the member has not answered."""
+    i = household_invites.c
+    conn.execute(
+        update(household_invites)
+        .where(i.program_id == program_id, i.member_id == member_id, i.status == "pending")
+        .values(status="revoked", answered_at=now)
+    )
+
+
 def activity_json(conn: Connection, program_id: int, member_id: int) -> list[Record]:
     """Id, body and result of the member's activities."""
     a = activities.c
