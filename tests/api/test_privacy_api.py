@@ -641,3 +641,35 @@ def test_erasures_racing_spends_forfeit_exactly_what_is_left(
     assert (shell["balance"]["available"], shell["balance"]["pending"]) == (0, 0)
     with db.read() as conn:
         assert audit(conn, program.program_id) == []
+
+
+def test_the_export_holds_the_stamp_cards(
+    client: TestClient,
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    program = make_program(
+        rules=[
+            {"id": "base", "effect": {"kind": "per_amount", "points": 1, "per_amount": 1000}},
+            {
+                "id": "coffee-card",
+                "lines": {"categories": ["coffee"]},
+                "effect": {"kind": "stamp", "card": "kaffekort"},
+            },
+        ],
+        stamp_cards=[{"id": "kaffekort", "name": "Kaffekort", "stamps": 10, "reward_points": 50}],
+    )
+    pos, admin = key_for(program, "pos"), key_for(program, "admin")
+    member = enrol(pos)
+    lines = [{"sku": "latte", "category": "coffee", "quantity": 3, "amount": 15_000}]
+    purchase = {"type": "purchase", "external_id": "k1", "member_id": member["id"],
+                "amount": 15_000, "currency": "SEK", "lines": lines}  # fmt: skip
+    assert client.post("/v1/activities", json=purchase, headers=pos).status_code == 201
+    doc = client.get(f"/v1/members/{member['id']}/export", headers=admin).json()
+    assert [(c["key"], c["points"]) for c in doc["counters"]] == [("stamps:kaffekort", 3)]
+    assert doc["activities"][0]["body"]["lines"] == [{**lines[0], "labels": []}]
+    r = client.post(f"/v1/members/{member['id']}/erase", json={"reason": "r"}, headers=admin)
+    assert r.status_code == 200, r.text
+    shell = client.get(f"/v1/members/{member['id']}/export", headers=admin).json()
+    assert shell["counters"] == doc["counters"]
