@@ -673,3 +673,27 @@ def test_the_export_holds_the_stamp_cards(
     assert r.status_code == 200, r.text
     shell = client.get(f"/v1/members/{member['id']}/export", headers=admin).json()
     assert shell["counters"] == doc["counters"]
+
+
+def test_erasure_cancels_a_running_paid_membership(
+    client: TestClient,
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    plan = {"id": "plus", "name": "Plus", "price": 14_900, "period": "monthly"}
+    program = make_program(membership_plans=[plan])
+    pos, admin = key_for(program, "pos"), key_for(program, "admin")
+    member = enrol(pos)
+    paid = {"plan": "plus", "reference": "in_1", "amount": 14_900}
+    event = {"type": "event", "external_id": "psp-1", "member_id": member["id"],
+             "event_type": "membership_payment", "attributes": paid}  # fmt: skip
+    assert client.post("/v1/activities", json=event, headers=pos).status_code == 201
+    r = client.post(f"/v1/members/{member['id']}/erase", json={"reason": "r"}, headers=admin)
+    assert r.status_code == 200, r.text
+    shell = client.get(f"/v1/members/{member['id']}/export", headers=admin).json()
+    membership = shell["membership"]
+    assert membership["cancelled_at"] == "2026-01-15T10:00:00Z"
+    assert membership["ends_at"] == membership["paid_until"]
+    assert [h["kind"] for h in shell["membership_history"]] == ["started", "cancelled"]
+    assert [m["topic"] for m in shell["messages"]] == ["membership.cancelled", "member.erased"]

@@ -18,6 +18,7 @@ from trofast.ledger import service as ledger
 from trofast.members import privacy_repository as repository
 from trofast.members import service as members
 from trofast.members.schemas import ErasureOut, Status
+from trofast.memberships import service as memberships
 from trofast.notify.outbox import raise_event
 from trofast.programs.service import ProgramVersion
 from trofast.rewards import service as rewards
@@ -97,8 +98,9 @@ def erase(
     actor: str,
 ) -> ErasureOut:
     """Erase the member's personal data, forfeit its points and money, cancel its unused
-    vouchers and drop the messages queued about it; the member stays as a shell with status
-    `erased`. Erasing an erased member changes nothing and answers the same."""
+    vouchers and paid membership, and drop the messages queued about it; the member stays as
+    a shell with status `erased`. Erasing an erased member changes nothing and answers the
+    same."""
     pid = program.program_id
     row = members.resolve(conn, pid, ref, erased=True)
     member_id = int(row.id)
@@ -116,6 +118,8 @@ def erase(
         if left.owner_id is None:
             repository.blank_household(conn, pid, int(row.household_id))
     repository.revoke_invites(conn, pid, member_id, now)
+    if program.spec.membership_plans:  # (on_event refuses a program without plans)
+        memberships.on_event(conn, program, member_id, memberships.CANCELLED, {}, now, now, actor)
     cancelled = 0
     for code in repository.cancellable_vouchers(conn, pid, member_id, now):
         rewards.cancel(conn, program, code, now, actor)
