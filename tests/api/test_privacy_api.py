@@ -697,3 +697,27 @@ def test_erasure_cancels_a_running_paid_membership(
     assert membership["ends_at"] == membership["paid_until"]
     assert [h["kind"] for h in shell["membership_history"]] == ["started", "cancelled"]
     assert [m["topic"] for m in shell["messages"]] == ["membership.cancelled", "member.erased"]
+
+
+def test_a_suspended_member_can_be_erased(
+    client: TestClient,
+    db: Database,
+    program: ProgramVersion,
+    pos: Headers,
+    admin: Headers,
+    enrol: Callable[..., Json],
+    buy: Callable[..., Any],
+) -> None:
+    member = enrol(pos)
+    buy(pos, member, 30_000)
+    r = client.post("/v1/households", json={"owner": member["id"], "name": "Home"}, headers=pos)
+    assert r.status_code == 201, r.text
+    r = client.patch(f"/v1/members/{member['id']}", json={"status": "suspended"}, headers=admin)
+    assert r.status_code == 200, r.text
+    r = client.post(f"/v1/members/{member['id']}/erase", json={"reason": "r"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["points_forfeited"] == 30
+    shell = client.get(f"/v1/members/{member['id']}/export", headers=admin).json()
+    assert shell["member"]["status"] == "erased" and shell["household"] is None
+    with db.read() as conn:
+        assert audit(conn, program.program_id) == []
