@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from racing import MODES, race, racing_clients
 from trofast.access import service as access
+from trofast.activities.models import activities
 from trofast.cli import app
 from trofast.kit.auth import Scope
 from trofast.kit.clock import FixedClock
@@ -416,9 +417,9 @@ def test_erasure_removes_the_personal_data_and_keeps_the_books(
     problem(client.post("/v1/activities", json=back, headers=pos), 410, "member_erased")
     for path in ("balance", "ledger", "tier", "membership", "vouchers"):
         problem(client.get(f"/v1/members/{zq['id']}/{path}", headers=read), 410, "member_erased")
-    # By member id, the earn path stores the purchase and the rules give the shell nothing.
+    # By member id too: refused, nothing stored.
     r = client.post("/v1/activities", json={**by_card, "member_id": zq["id"]}, headers=pos)
-    assert r.status_code == 201 and r.json()["points"] == 0, r.text
+    problem(r, 410, "member_erased")
     for query in (
         {"q": person["email"]},
         {"email": person["email"]},
@@ -721,3 +722,39 @@ def test_a_suspended_member_can_be_erased(
     assert shell["member"]["status"] == "erased" and shell["household"] is None
     with db.read() as conn:
         assert audit(conn, program.program_id) == []
+
+
+def test_an_erased_member_earns_nothing_more_and_nothing_is_stored(
+    client: TestClient,
+    db: Database,
+    program: ProgramVersion,
+    pos: Headers,
+    admin: Headers,
+    enrol: Callable[..., Json],
+    buy: Callable[..., Any],
+    problem: Callable[..., Json],
+) -> None:
+    """A purchase or an event naming an erased member by id is refused with 410
+    `member_erased`, alone and in a batch (per item), and nothing of it is stored."""
+    member, other = enrol(pos), enrol(pos)
+    buy(pos, member, 10_000)
+    r = client.post(f"/v1/members/{member['id']}/erase", json={"reason": "r"}, headers=admin)
+    assert r.status_code == 200, r.text
+    with db.read() as conn:
+        stored = conn.execute(select(func.count()).select_from(activities)).scalar_one()
+    purchase = {"type": "purchase", "external_id": "after", "member_id": member["id"],
+                "amount": 5_000, "currency": "SEK"}  # fmt: skip
+    event = {"type": "event", "external_id": "visit", "member_id": member["id"],
+             "event_type": "store_visit"}  # fmt: skip
+    for body in (purchase, event):
+        problem(client.post("/v1/activities", json=body, headers=pos), 410, "member_erased")
+    fine = {**purchase, "external_id": "fine", "member_id": other["id"]}
+    r = client.post("/v1/activities/batch", json={"activities": [purchase, fine]}, headers=pos)
+    assert r.status_code == 200, r.text
+    first, second = r.json()["items"]
+    assert (first["status"], first["problem"]["code"]) == (410, "member_erased")
+    assert second["status"] == 201 and second["result"]["points"] == 5
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(activities)).scalar_one() == (
+            stored + 1
+        )

@@ -129,6 +129,8 @@ def _bulk_earning(
                 member = by_number.get(item.loyalty_number)
             if member is None and (item.member_id or item.loyalty_number):
                 raise not_found("member", item.member_id or item.loyalty_number)
+            if member is not None:
+                members.refuse_erased(member)
         except Problem as problem:
             out[k] = problem
             continue

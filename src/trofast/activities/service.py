@@ -326,6 +326,7 @@ def _lock_member(
     row = repository.lock_earning_member(conn, program_id, member_id=member_id, number=number)
     if row is None:
         raise not_found("member", member_id if member_id is not None else number)
+    members.refuse_erased(row[0])
     return row
 
 
