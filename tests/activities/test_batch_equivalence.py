@@ -97,7 +97,7 @@ def test_bulk_and_single_paths_agree(
         ]
         items = _purchases(random.Random(7), members, clock)
         if mode == "batch":
-            monkeypatch.setattr(activities, "_one", no_fallback)
+            monkeypatch.setattr(activities, "ingest_item", no_fallback)
             reply = client.post("/v1/activities/batch", json={"activities": items}, headers=pos)
             got = [item["result"] for item in reply.json()["items"]]
             monkeypatch.undo()

@@ -219,7 +219,7 @@ def test_bulk_writes_the_rows_single_earns_write(
         ]
         items = _items(random.Random(11), members, clock.now())
         if mode == "batch":
-            monkeypatch.setattr(activities, "_one", no_fallback)
+            monkeypatch.setattr(activities, "ingest_item", no_fallback)
             reply = client.post("/v1/activities/batch", json={"activities": items}, headers=pos)
             assert reply.status_code == 200, reply.text
             assert {i["status"] for i in reply.json()["items"]} == {201}

@@ -45,7 +45,7 @@ Answer = dict[str, Any] | ActivityResult | Problem
 _ANSWER = ActivityResult.model_construct(
     id=0, external_id="", type="", member_id=None, points=0, balance=None, program_version=0
 ).model_dump(mode="json")
-#: The answer as stored with the activity (`service._stored`): without id and replayed.
+#: The answer as stored with the activity (`service.stored_answer`): without id and replayed.
 _STORED = {k: v for k, v in _ANSWER.items() if k not in ("id", "replayed")}
 #: `kit.orm.bind_json` (json.dumps with its defaults) without the check for circular
 #: references, which JSON-ready dicts cannot have: the same text.
@@ -68,15 +68,15 @@ def ingest_many(
         while end < len(items) and isinstance(items[end], PurchaseIn | EventIn):
             end += 1
         if end == start:
-            out.append(service._one(conn, program, items[start], now, actor))
+            out.append(service.ingest_item(conn, program, items[start], now, actor))
             start += 1
             continue
         run = [item for item in items[start:end] if isinstance(item, PurchaseIn | EventIn)]
         try:
             with conn.begin_nested():
                 out += _bulk_earning(conn, program, ctx, run)
-        except (IntegrityError, service._UseSinglePath):
-            out += [service._one(conn, program, item, now, actor) for item in run]
+        except (IntegrityError, service.UseSinglePath):
+            out += [service.ingest_item(conn, program, item, now, actor) for item in run]
         start = end
     return out
 
@@ -108,7 +108,7 @@ def _bulk_earning(
     for k, (item, digest) in enumerate(zip(items, digests, strict=True)):
         try:
             if item.external_id in existing:
-                out[k] = service._replay(existing[item.external_id], digest)
+                out[k] = service.replayed_answer(existing[item.external_id], digest)
                 continue
             if item.external_id in first_seen:
                 first = first_seen[item.external_id]
@@ -120,7 +120,7 @@ def _bulk_earning(
                 copies.append((k, first))
                 continue
             occurred_at = item.occurred_at or now
-            service._check_earning(program, item, occurred_at, now)
+            service.check_earning(program, item, occurred_at, now)
             member = None
             if item.member_id is not None:
                 member = by_id.get(item.member_id)
@@ -135,14 +135,14 @@ def _bulk_earning(
             out[k] = problem
             continue
         if member is not None and (member.debt > 0 or member.withheld > 0):
-            raise service._UseSinglePath()
-        if service._is_membership_event(program, item):
-            raise service._UseSinglePath()  # a membership changes one event at a time
+            raise service.UseSinglePath()
+        if service.is_membership_event(program, item):
+            raise service.UseSinglePath()  # a membership changes one event at a time
         if item.user_external_id is not None:
-            raise service._UseSinglePath()  # a company's user is checked one by one
+            raise service.UseSinglePath()  # a company's user is checked one by one
         first_seen[item.external_id] = k
         accepted.append((k, service.facts_of(item, occurred_at), member))
-    counts, shared = service._load_batch_counters(conn, program, ctx, accepted)  # type: ignore[arg-type]
+    counts, shared = service.load_batch_counters(conn, program, ctx, accepted)  # type: ignore[arg-type]
     member_ids = sorted({m.id for _, _, m in accepted if m is not None})
     tier_of = tiers.tiers_of(conn, program.spec, pid, member_ids)  # as service._standings
     plan_of = memberships.plans_of(conn, program.spec, pid, member_ids, now)
@@ -250,7 +250,7 @@ def _bulk_earning(
             raise InvariantBroken(
                 f"account {account_id}: {balance_now} != {running[accounts[account_id]]}"
             )
-    moved = service._move_tiers(conn, program, ctx, [d.member for d in done])
+    moved = service.move_tiers(conn, program, ctx, [d.member for d in done])
     for ready, activity_id in zip(done, ids, strict=True):
         out[ready.index] = _answer(conn, program, ctx, ready, activity_id, moved)
     for k, first in copies:
@@ -345,11 +345,11 @@ def _answer(
         return answer
     # A granted voucher moves no points, so it changes nothing the batch computed.
     result = ActivityResult.model_validate(answer)
-    prepared = service._Prepared(
+    prepared = service.Prepared(
         {}, result, member, done.evaluation, done.credits, None, done.occurred_at
     )
-    result = service._grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
-    repository.set_outcome(conn, activity_id, result.points, service._stored(result))
+    result = service.grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
+    repository.set_outcome(conn, activity_id, result.points, service.stored_answer(result))
     return result
 
 
@@ -366,7 +366,7 @@ def _cashback_earns(
         return []
     wallets = ledger.open_wallets(conn, program.program_id, {m.id for _, m, _ in wanted if m})
     if any(debt > 0 for _, debt in wallets.values()):
-        raise service._UseSinglePath()
+        raise service.UseSinglePath()
     earns = []
     for d, member, activity_id in wanted:
         assert member is not None

@@ -67,7 +67,7 @@ def ingest(
             # A retried return must replay even once the purchase is fully returned.
             existing = repository.find(conn, program.program_id, data.external_id)
             if existing is not None:
-                return _replay(existing, digest)
+                return replayed_answer(existing, digest)
             _check_time(occurred_at, now)
             return _return(conn, program, ctx, data, body, digest, occurred_at)
     raise InvariantBroken(f"unknown activity {data!r}")
@@ -135,7 +135,8 @@ def _check_time(occurred_at: datetime, now: datetime) -> None:
         raise invalid("occurred_in_future", "occurred_at lies in the future.")
 
 
-def _replay(row: AnyRow, digest: str) -> ActivityResult:
+def replayed_answer(row: AnyRow, digest: str) -> ActivityResult:
+    """The first answer of an activity received again (`row`); 409 if its body differs."""
     if row.request_hash != digest:
         raise conflict(
             "external_id_reused",
@@ -168,7 +169,7 @@ def _activity_row(
     }
 
 
-def _stored(result: ActivityResult) -> dict[str, Any]:
+def stored_answer(result: ActivityResult) -> dict[str, Any]:
     """The answer as stored with the activity (its id lives in the row itself)."""
     return result.model_dump(mode="json", exclude={"id", "replayed"})
 
@@ -186,7 +187,7 @@ def _earning(
 
     It runs under the program's current version, read with the member's lock: if that is
     not `program`'s (a guess, or a version applied since), it starts over under it."""
-    _check_earning(program, data, occurred_at, ctx.now)
+    check_earning(program, data, occurred_at, ctx.now)
     member = None
     if data.member_id is not None or data.loyalty_number is not None:
         member, version = _lock_member(
@@ -229,10 +230,10 @@ def _earning(
         existing = repository.find(conn, program.program_id, data.external_id)
         if existing is None:
             raise conflict("external_id_in_flight", f"{data.external_id!r} is being received.")
-        return _replay(existing, digest)
+        return replayed_answer(existing, digest)
     _post(conn, program, ctx, prepared, activity_id)
     result = prepared.result.model_copy(update={"id": activity_id})
-    if member is not None and _is_membership_event(program, data):
+    if member is not None and is_membership_event(program, data):
         assert isinstance(data, EventIn)
         change = memberships.on_event(
             conn,
@@ -250,7 +251,7 @@ def _earning(
             )
             result = result.model_copy(update={"membership": done})
     if prepared.evaluation.rewards and member is not None:
-        result = _grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
+        result = grant_rewards(conn, program, ctx, member, activity_id, prepared, result)
     if member is not None:
         # The activity that crosses a threshold earns at the old tier; the next at the new.
         moved = tiers.on_activity(conn, program, int(member.id), ctx.now, ctx.actor)
@@ -258,7 +259,7 @@ def _earning(
             result = result.model_copy(update={"new_tier": moved.to_tier})
     if result.membership or result.new_tier or prepared.evaluation.rewards:
         # What happened after the rules ran is part of the answer a resend replays.
-        repository.set_outcome(conn, activity_id, result.points, _stored(result))
+        repository.set_outcome(conn, activity_id, result.points, stored_answer(result))
     return result
 
 
@@ -280,7 +281,7 @@ def _standings(
     return {m: _Standing(tier_of.get(m), plan_of.get(m)) for m in member_ids}
 
 
-def _is_membership_event(program: ProgramVersion, data: PurchaseIn | EventIn) -> bool:
+def is_membership_event(program: ProgramVersion, data: PurchaseIn | EventIn) -> bool:
     """A payment provider's event about a paid membership, in a program with plans."""
     return (
         isinstance(data, EventIn)
@@ -289,13 +290,13 @@ def _is_membership_event(program: ProgramVersion, data: PurchaseIn | EventIn) ->
     )
 
 
-def _grant_rewards(
+def grant_rewards(
     conn: Connection,
     program: ProgramVersion,
     ctx: ledger.Context,
     member: Any,
     activity_id: int,
-    prepared: _Prepared,
+    prepared: Prepared,
     result: ActivityResult,
 ) -> ActivityResult:
     """Issue the vouchers the rules granted. One that cannot be given (sold out, limit
@@ -334,7 +335,7 @@ def _post(
     conn: Connection,
     program: ProgramVersion,
     ctx: ledger.Context,
-    prepared: _Prepared,
+    prepared: Prepared,
     activity_id: int,
 ) -> None:
     """Post what a stored activity earned beyond its points: cashback and counters."""
@@ -368,9 +369,11 @@ def _post(
         )
 
 
-def _check_earning(
+def check_earning(
     program: ProgramVersion, data: PurchaseIn | EventIn, occurred_at: datetime, now: datetime
 ) -> None:
+    """Refuse what no purchase or event may be, whoever it is for: another currency, a
+    time in the future, card data in a payment provider's event."""
     currency = program.spec.currency
     if isinstance(data, EventIn) and data.event_type in memberships.EVENT_TYPES:
         memberships.refuse_card_data(data.attributes)  # never stored, with or without plans
@@ -382,7 +385,7 @@ def _check_earning(
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     """An earning activity evaluated in memory: its row, its answer, what to post."""
 
     row: dict[str, Any]
@@ -434,7 +437,7 @@ def _prepare(
     counters: engine.Counters,
     body: dict[str, Any],
     digest: str,
-) -> _Prepared:
+) -> Prepared:
     """Run the rules and predict the balance; pure apart from reading `member`."""
     evaluation = engine.Evaluation()
     if member is not None:
@@ -482,13 +485,13 @@ def _prepare(
         ctx.now,
         member_id=result.member_id,
         points=result.points,
-        result=_stored(result),
+        result=stored_answer(result),
         **columns,
     )
-    return _Prepared(row, result, member, evaluation, credits, expected, facts.occurred_at)
+    return Prepared(row, result, member, evaluation, credits, expected, facts.occurred_at)
 
 
-class _UseSinglePath(Exception):
+class UseSinglePath(Exception):
     """A batch run the bulk path does not handle (debt, a tier change mid-batch)."""
 
 
@@ -510,9 +513,11 @@ def ingest_many(
     ]
 
 
-def _one(
+def ingest_item(
     conn: Connection, program: ProgramVersion, item: ActivityIn | Problem, now: datetime, actor: str
 ) -> ActivityResult | Problem:
+    """One item of a batch on its own (in a savepoint): its answer, or the problem that
+    refused it (an item that failed validation comes as its problem)."""
     if isinstance(item, Problem):
         return item
     try:
@@ -524,7 +529,7 @@ def _one(
         return Problem(409, "conflict", "The activity conflicts with one sent concurrently.")
 
 
-def _move_tiers(
+def move_tiers(
     conn: Connection, program: ProgramVersion, ctx: ledger.Context, earners: list[Any]
 ) -> dict[int, str]:
     """Upgrade the batch's members whose activities reached a higher tier: member id -> new
@@ -539,12 +544,12 @@ def _move_tiers(
         change = tiers.on_activity(conn, program, member_id, ctx.now, ctx.actor)
         if change is not None:
             if count > 1:
-                raise _UseSinglePath()
+                raise UseSinglePath()
             moved[member_id] = change.to_tier
     return moved
 
 
-def _load_batch_counters(
+def load_batch_counters(
     conn: Connection,
     program: ProgramVersion,
     ctx: ledger.Context,
@@ -664,7 +669,7 @@ def _return(
             conn, program, ctx, data, original, earlier, amount, member, result
         )
     repository.set_outcome(
-        conn, activity_id, result.points, {**_stored(result), undo.UNDONE: undone}
+        conn, activity_id, result.points, {**stored_answer(result), undo.UNDONE: undone}
     )
     return result
 
