@@ -124,9 +124,11 @@ def simulate(
     # before it. Activities before `start` are replayed but not reported.
     first = tier_replay.warm_up_start(spec, start) if tiered else start
     boundaries = tier_replay.month_boundaries(spec.zone, start, end) if tiered else []
-    if workers > 1 and parallel(spec) and conn.dialect.name in ("sqlite", "postgresql"):
-        url = conn.engine.url.render_as_string(hide_password=False)
-        parts = _in_processes(url, program_id, spec, first, end, boundaries, workers, progress)
+    url = conn.engine.url
+    if workers > 1 and parallel(spec) and url.database not in (None, "", ":memory:"):
+        # (an SQLite database in memory is this process's alone: it replays in one)
+        address = url.render_as_string(hide_password=False)
+        parts = _in_processes(address, program_id, spec, first, end, boundaries, workers, progress)
     else:
         parts = [_replay(conn, program_id, spec, first, end, boundaries, progress, None)]
     months: dict[str, Month] = {}
