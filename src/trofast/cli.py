@@ -335,7 +335,11 @@ def simulate(
     start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD (program time zone)"),
     end: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD (inclusive)"),
     workers: int = typer.Option(
-        1, "--workers", min=1, help="Processes to share the members between (one per core)"
+        1,
+        "--workers",
+        min=1,
+        help="Processes to share the members between, up to one per core (each takes about a"
+        " second to start: for histories of hundreds of thousands of activities or more)",
     ),
     db: str | None = DbOption,
 ) -> None:
