@@ -334,8 +334,9 @@ def _in_processes(
             with contextlib.suppress(Empty):
                 told += _tell(progress, queue.get(timeout=0.2))
         parts = [future.result() for future in futures]  # a worker's error is raised here
+        replayed = sum(part.activities for part in parts)
         with contextlib.suppress(Empty):  # what is still on its way
-            while told < sum(part.activities for part in parts):
+            while told < replayed:
                 told += _tell(progress, queue.get(timeout=5))
         return parts
 
