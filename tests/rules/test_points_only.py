@@ -4,7 +4,7 @@
 `engine.evaluate(..., dates=False)`, count the vouchers of its `rewards`, and leave the
 counters as `apply_counters()` leaves them with the evaluation's deltas; and the rules
 that the engine leaves out of an evaluation at once (rules about lines that no line of the
-basket is: `_CompiledRule.skippable`) must change nothing at all, outcomes included.
+basket is: `CompiledRule.skippable`) must change nothing at all, outcomes included.
 Hypothesis builds random programs from every kind of rule, effect, limit and condition, and
 runs histories of purchases and events through both.
 """
@@ -12,15 +12,18 @@ runs histories of purchases and events through both.
 from __future__ import annotations
 
 import dataclasses
+import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from trofast.programs.spec import ProgramSpec
-from trofast.rules import engine
+from trofast.programs.spec import ProgramSpec, parse_document
+from trofast.rules import engine, replay
 from trofast.rules.engine import ActivityFacts, Counters, Evaluation, Line, MemberSnapshot
 
 CATEGORIES = ["fruit", "dairy", "coffee", "tobacco"]
@@ -28,6 +31,7 @@ SKUS = [f"{c[:3]}-{n}" for c in CATEGORIES for n in range(3)]
 LABELS = ["organic", "eco"]
 EVENTS = ["store_visit", "review", "quiz"]
 START = datetime(2026, 1, 1, tzinfo=UTC)
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 clauses = st.sampled_from(
     [
@@ -82,7 +86,7 @@ limits = st.fixed_dictionaries(
 
 
 @st.composite
-def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
+def rules(draw: st.DrawFn, count: int, grouped: bool) -> list[dict[str, Any]]:
     made: list[dict[str, Any]] = []
     priority = 10
     for n in range(count):
@@ -95,8 +99,8 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
         kinds = ["per_amount", "fixed", "per_unit", "cashback", "stamp", "reward"]
         if on != "purchase":
             kinds = ["fixed", "attribute", "reward"]
-        if multipliable:
-            kinds.append("multiplier")
+        if multipliable:  # weighted: a multiplier only does something after its targets
+            kinds += ["multiplier"] * 3
         kind = draw(st.sampled_from(kinds))
         effect: dict[str, Any] = {"kind": kind}
         if kind == "per_amount":
@@ -131,7 +135,7 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
         if on == "purchase":
             if (lines := draw(line_filters)) is not None:
                 rule["lines"] = lines
-            if draw(st.integers(0, 4)) == 0:
+            if grouped and draw(st.integers(0, 4)) == 0:
                 rule["group"] = "g"
         if draw(st.integers(0, 5)) == 0:
             rule["active_from"] = "2026-01-03"
@@ -141,8 +145,10 @@ def rules(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
 
 
 @st.composite
-def programs(draw: st.DrawFn) -> ProgramSpec:
-    made = draw(rules(draw(st.integers(1, 12))))
+def programs(draw: st.DrawFn, grouped: bool = True) -> ProgramSpec:
+    """Random programs; without best-of groups (`grouped` False) most of them are planned
+    whole by `replay` (which leaves groups and line conditions to the generic engine)."""
+    made = draw(rules(draw(st.integers(1, 12)), grouped))
     by_tier = any(r["effect"].get("by") == "tier" for r in made)
     document = {
         "key": "points-only",
@@ -229,6 +235,20 @@ def without_skipping(program: engine.CompiledProgram) -> engine.CompiledProgram:
 def test_points_only_and_skipping_change_nothing(
     spec: ProgramSpec, history: list[tuple[int, ActivityFacts]]
 ) -> None:
+    replay_the_three_ways(spec, history)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(grouped=False), st.lists(activities(), min_size=1, max_size=40))
+def test_planned_points_without_groups(
+    spec: ProgramSpec, history: list[tuple[int, ActivityFacts]]
+) -> None:
+    replay_the_three_ways(spec, history)
+
+
+def replay_the_three_ways(spec: ProgramSpec, history: list[tuple[int, ActivityFacts]]) -> None:
+    """evaluate() with apply_counters(), points_only() and replay.points() give the same
+    points, counters and vouchers after every activity of `history`."""
     program = engine.compile_program(spec)
     unskipped = without_skipping(program)
     # the long way, as the live system keeps counters; the same without skipping rules;
@@ -239,6 +259,9 @@ def test_points_only_and_skipping_change_nothing(
     short_shared: dict[str, int] = {}
     long_grants: dict[str, int] = {}
     short_grants: dict[str, int] = {}
+    planned_counts: list[dict[str, tuple[int, int]]] = [{}, {}, {}]
+    planned_shared: dict[str, int] = {}
+    planned_grants: dict[str, int] = {}
     for who, facts in sorted(history, key=lambda item: item[1].occurred_at):
         member = MEMBERS[who]
         counters = Counters(long_counts[who], long_shared)
@@ -267,6 +290,13 @@ def test_points_only_and_skipping_change_nothing(
         assert short_counts == long_counts
         assert short_shared == long_shared
         assert short_grants == long_grants
+        planned = replay.points(
+            program, facts, member, planned_counts[who], planned_shared, planned_grants
+        )
+        assert planned == result.total_points
+        assert planned_counts == long_counts
+        assert planned_shared == long_shared
+        assert planned_grants == long_grants
 
 
 def test_a_rule_about_absent_lines_is_left_out() -> None:
@@ -295,3 +325,107 @@ def test_a_rule_about_absent_lines_is_left_out() -> None:
         ("base", 5, ""),
         ("big-coffee", 0, "below the minimum amount 10000"),
     ]
+
+
+def example_history(
+    spec: ProgramSpec, seed: int, size: int
+) -> list[tuple[MemberSnapshot, ActivityFacts]]:
+    """A random history for `spec` made of the values its own rules name (categories, skus,
+    labels, stores, channels, tags, tiers, event types, attributes), so that its rules fire."""
+    rng = random.Random(seed)
+    named: set[Any] = set()
+    for rule in spec.rules or ():
+        for clause in [*rule.when, *(rule.lines.when if rule.lines else [])]:
+            values = clause.value if isinstance(clause.value, list) else [clause.value]
+            named.update(v for v in values if isinstance(v, str))
+    words = [*sorted(named), "other"]
+    filters = [r.lines for r in spec.rules or () if r.lines is not None]
+    categories = sorted({c for f in filters for c in [*f.categories, *f.exclude_categories]})
+    skus = sorted({s for f in filters for s in [*f.skus, *f.exclude_skus]})
+    labels = sorted({label for f in filters for label in f.labels})
+    products = [(sku, rng.choice([*categories, "other"])) for sku in skus] + [
+        (f"{category}-{n}", category) for category in [*categories, "other"] for n in range(3)
+    ]
+    events = sorted({r.on for r in spec.rules or () if r.on != "purchase"})
+    attributes: dict[str, list[Any]] = {}
+    for rule in spec.rules or ():
+        effect = rule.effect
+        if effect.kind == "attribute":
+            attributes[effect.attribute] = [0, 350, 1_200, 5_800]
+            if effect.factor_by is not None:
+                attributes[effect.factor_by] = [*effect.factors, "other"]
+    tiers = [None, *(tier.id for tier in spec.tiers)]
+    plans = [None, *(plan.id for plan in spec.membership_plans)]
+    members = [
+        MemberSnapshot(
+            n,
+            "active",
+            date(1960 + n % 40, 1 + n % 12, 1 + n % 28),
+            START - timedelta(days=n * 17),
+            tags=tuple(rng.sample(words, k=min(len(words), rng.choice([0, 0, 1, 2])))),
+            channel=rng.choice(words),
+            tier=rng.choice(tiers),
+            plan=rng.choice(plans),
+        )
+        for n in range(12)
+    ]
+    history = []
+    at = START
+    for _ in range(size):
+        at += timedelta(minutes=rng.randrange(1, 600))
+        member = rng.choice(members)
+        if events and rng.random() < 0.25:
+            values = {name: rng.choice(pool) for name, pool in attributes.items()}
+            facts = ActivityFacts("event", at, event_type=rng.choice(events), attributes=values)
+        else:
+            basket = []
+            for _ in range(rng.randint(0, 8)):
+                sku, category = rng.choice(products)
+                quantity = rng.choice([1, 1, 2, 3])
+                basket.append(
+                    Line(
+                        sku,
+                        quantity,
+                        quantity * rng.choice([900, 2_500, 4_990, 12_000]),
+                        category,
+                        tuple(rng.sample(labels, k=rng.choice([0, 0, min(1, len(labels))]))),
+                    )
+                )
+            amount = sum(line.amount for line in basket) or rng.choice([0, 25_000])
+            facts = ActivityFacts(
+                "purchase", at, amount, spec.currency, rng.choice(words), rng.choice(words),
+                tuple(basket),
+            )  # fmt: skip
+        history.append((member, facts))
+    return history
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_programs_replay_the_long_way(path: Path) -> None:
+    """Every example program, over a random history of what its rules name: replay.points()
+    gives the points, counters and vouchers of evaluate() after every activity."""
+    spec = parse_document(path.read_text())
+    program = engine.compile_program(spec)
+    long_counts: dict[int, dict[str, tuple[int, int]]] = {}
+    long_shared: dict[str, int] = {}
+    short_counts: dict[int, dict[str, tuple[int, int]]] = {}
+    short_shared: dict[str, int] = {}
+    long_grants: dict[str, int] = {}
+    short_grants: dict[str, int] = {}
+    earned = 0
+    for member, facts in example_history(spec, seed=len(path.stem), size=3_000):
+        mine = long_counts.setdefault(member.id, {})
+        result = engine.evaluate(spec, facts, member, Counters(mine, long_shared), dates=False)
+        engine.apply_counters(mine, long_shared, result.counters)
+        for grant in result.rewards:
+            long_grants[grant.reward] = long_grants.get(grant.reward, 0) + 1
+        points = replay.points(
+            program, facts, member, short_counts.setdefault(member.id, {}), short_shared,
+            short_grants,
+        )  # fmt: skip
+        assert points == result.total_points, facts
+        assert short_counts == long_counts
+        earned += points
+    assert short_shared == long_shared
+    assert short_grants == long_grants
+    assert earned > 0

@@ -43,7 +43,7 @@ from trofast.analytics import tiers as tier_replay
 from trofast.kit.db import connect
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec
-from trofast.rules import engine
+from trofast.rules import engine, replay
 
 
 @dataclass
@@ -449,7 +449,7 @@ class _Replay:
         if member is None:
             return 0
         snapshot, counts = member
-        points = engine.points_only(
+        points = replay.points(
             self.program, facts, snapshot, counts, self.program_counts, self.vouchers
         )
         if purchase_id in self.returned_ids:

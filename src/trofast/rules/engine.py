@@ -36,6 +36,7 @@ from trofast.rules.document import (
     Expiry,
     ExpiryAfterMonths,
     ExpiryEndOfYear,
+    FromAttribute,
     Limits,
     LineFilter,
     MemberLimit,
@@ -213,13 +214,13 @@ _DERIVED_MEMBER_FIELDS = frozenset(
 )
 #: How many distinct lines (sku, category, labels) a compiled program remembers the matching
 #: rules of; past that the memory starts again (a server keeps program versions for long).
-_LINE_MEMORY = 100_000
+LINE_MEMORY = 100_000
 
 _LineShape = tuple[str, str | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
-class _LineLists:
+class LineLists:
     """A line filter's lists as sets; `everything` when it names nothing to include."""
 
     skus: frozenset[str]
@@ -230,7 +231,7 @@ class _LineLists:
     everything: bool
 
     @classmethod
-    def of(cls, wanted: LineFilter) -> _LineLists:
+    def of(cls, wanted: LineFilter) -> LineLists:
         return cls(
             skus=frozenset(wanted.skus),
             categories=frozenset(wanted.categories),
@@ -252,14 +253,16 @@ class _LineLists:
 
 
 @dataclass(frozen=True)
-class _CompiledRule:
+class CompiledRule:
+    """A rule ready to evaluate: its conditions as functions, its lists as sets."""
+
     rule: Rule
     index: int  # place in (priority, id) order; keys the caches of one evaluation
     kind: str  # the effect's kind: cheaper to compare than isinstance with pydantic classes
     when: conditions.Predicate | None
     line_when: conditions.Predicate | None
     line_filter: LineFilter | None
-    lists: _LineLists | None
+    lists: LineLists | None
     #: (limit, counter key without its period bucket), e.g. "coffee:week:" + "2026-W03"
     limit_keys: tuple[tuple[MemberLimit, str], ...]
     budget_key: str
@@ -278,15 +281,15 @@ class CompiledProgram:
     """A program version ready to evaluate: rules per trigger in (priority, id) order."""
 
     spec: ProgramSpec
-    by_trigger: Mapping[str, tuple[_CompiledRule, ...]]
-    by_id: Mapping[str, _CompiledRule]
+    by_trigger: Mapping[str, tuple[CompiledRule, ...]]
+    by_id: Mapping[str, CompiledRule]
     cards: Mapping[str, StampCard]
     stateful_triggers: frozenset[str]
     fields: frozenset[str]
     line_conditions: bool
     zone: ZoneInfo
     #: the rules of each best-of group, per (trigger, group)
-    groups: Mapping[tuple[str, str], tuple[_CompiledRule, ...]]
+    groups: Mapping[tuple[str, str], tuple[CompiledRule, ...]]
     #: whether an evaluation needs these parts of the context
     reads_time: bool
     reads_attributes: bool
@@ -298,7 +301,7 @@ class CompiledProgram:
     skippable: Mapping[str, bool]
     #: earn_multiplier_percent per tier id (`tier`) and per plan id (`plan`), for `by`
     percents: Mapping[str, Mapping[str, int]]
-    _filtered: tuple[_CompiledRule, ...] = field(repr=False)
+    _filtered: tuple[CompiledRule, ...] = field(repr=False)
     _line_rules: dict[_LineShape, tuple[int, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -329,7 +332,7 @@ class CompiledProgram:
                 for c in self._filtered
                 if c.lists is not None and c.lists.let_through(*shape)
             )
-            if len(self._line_rules) >= _LINE_MEMORY:
+            if len(self._line_rules) >= LINE_MEMORY:
                 self._line_rules.clear()
                 self._by_sku.clear()
             self._line_rules[shape] = found
@@ -360,14 +363,14 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
                 *_implicit_multipliers(spec),
             ]
     compiled_rules = [
-        _CompiledRule(
+        CompiledRule(
             rule=rule,
             index=index,
             kind=rule.effect.kind,
             when=conditions.compile_all(rule.when),
             line_when=conditions.compile_all(rule.lines.when) if rule.lines else None,
             line_filter=rule.lines,
-            lists=_LineLists.of(rule.lines) if rule.lines else None,
+            lists=LineLists.of(rule.lines) if rule.lines else None,
             limit_keys=tuple(
                 (limit, f"{rule.id}:{limit.period.value}:") for limit in rule.limits.per_member
             ),
@@ -379,8 +382,8 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
         )
         for index, rule in enumerate(sorted(rules, key=lambda r: (r.priority, r.id)))
     ]
-    by_trigger: dict[str, list[_CompiledRule]] = {}
-    groups: dict[tuple[str, str], list[_CompiledRule]] = {}
+    by_trigger: dict[str, list[CompiledRule]] = {}
+    groups: dict[tuple[str, str], list[CompiledRule]] = {}
     for compiled_rule in compiled_rules:
         by_trigger.setdefault(compiled_rule.rule.on, []).append(compiled_rule)
         if compiled_rule.rule.group is not None:
@@ -512,7 +515,7 @@ def apply_counters(
 
 
 @dataclass(frozen=True)
-class _Day:
+class LocalDay:
     """What conditions and counter keys read of a local date."""
 
     date: date
@@ -521,7 +524,7 @@ class _Day:
 
 
 @functools.lru_cache(maxsize=1024)
-def _day(day: date) -> _Day:
+def day_of(day: date) -> LocalDay:
     """Computed once per date: activities come many to a day (and a replay in time order)."""
     fields = {
         "now.date": day.isoformat(),
@@ -530,16 +533,18 @@ def _day(day: date) -> _Day:
         "now.day": day.day,
         "now.weekday": day.isoweekday(),
     }
-    return _Day(day, fields, {p: period_key(p, day) for p in Period})
+    return LocalDay(day, fields, {p: period_key(p, day) for p in Period})
 
 
-def _context(
+def rule_context(
     program: CompiledProgram,
     facts: ActivityFacts,
     member: MemberSnapshot,
     local: datetime,
-    day: _Day,
+    day: LocalDay,
 ) -> dict[str, Any]:
+    """The flat context the conditions read (docs/program-file.md lists its fields): only
+    the parts that some condition of the program reads."""
     ctx = _activity_fields(facts, member)
     if program.reads_time:
         _add_time(ctx, local, day)
@@ -568,7 +573,7 @@ def _activity_fields(facts: ActivityFacts, member: MemberSnapshot) -> dict[str, 
     }
 
 
-def _add_time(ctx: dict[str, Any], local: datetime, day: _Day) -> None:
+def _add_time(ctx: dict[str, Any], local: datetime, day: LocalDay) -> None:
     ctx.update(day.fields)
     ctx["now.hour"] = local.hour
     ctx["now.minute"] = local.minute
@@ -643,7 +648,7 @@ class _Basket:
         self._sets: dict[int, set[int]] = {}
         self._line_ctx: dict[int, Context] = {}
 
-    def take(self, compiled: _CompiledRule) -> tuple[Sequence[int], int, int]:
+    def take(self, compiled: CompiledRule) -> tuple[Sequence[int], int, int]:
         """(positions, amount, units) of the lines `compiled` qualifies: all lines, or those
         its filter lets through."""
         key = compiled.index if compiled.line_filter is not None else -1
@@ -664,7 +669,7 @@ class _Basket:
             taken = self._taken[key] = (chosen, *self.totals(chosen))
         return taken
 
-    def chosen_set(self, compiled: _CompiledRule) -> set[int]:
+    def chosen_set(self, compiled: CompiledRule) -> set[int]:
         """The positions of take(), as a set."""
         found = self._sets.get(compiled.index)
         if found is None:
@@ -723,7 +728,7 @@ class _Run:
         program: CompiledProgram,
         facts: ActivityFacts,
         ctx: Context,
-        day: _Day,
+        day: LocalDay,
         result: Evaluation | None,
         given: Mapping[str, tuple[int, int]],
         changed: dict[str, tuple[int, int]],
@@ -816,7 +821,7 @@ def points_only(
 
 def _walk(
     program: CompiledProgram,
-    rules: Sequence[_CompiledRule],
+    rules: Sequence[CompiledRule],
     facts: ActivityFacts,
     member: MemberSnapshot,
     result: Evaluation | None,
@@ -830,11 +835,11 @@ def _walk(
     """Walk the rules of one trigger in order; the one way through the rules of evaluate()
     and points_only()."""
     local = facts.occurred_at.astimezone(program.zone)
-    day = _day(local.date())
+    day = day_of(local.date())
     run = _Run(
         program,
         facts,
-        _context(program, facts, member, local, day),
+        rule_context(program, facts, member, local, day),
         day,
         result,
         given,
@@ -846,7 +851,7 @@ def _walk(
     )
     if program.skippable.get(facts.trigger):
         # Rules about certain lines that none of the basket's lines are: they give nothing
-        # and say nothing (see _CompiledRule.skippable), so they are left out at once.
+        # and say nothing (see CompiledRule.skippable), so they are left out at once.
         listed = run.basket.listed if run.basket is not None else {}
         rules = [c for c in rules if not c.skippable or c.index in listed]
     done_groups: set[str] = set()
@@ -899,14 +904,14 @@ def _line_context(line: Line) -> dict[str, Any]:
     }
 
 
-def _apply(run: _Run, compiled: _CompiledRule, *, dry: bool) -> tuple[int, str]:
+def _apply(run: _Run, compiled: CompiledRule, *, dry: bool) -> tuple[int, str]:
     """What one rule gives: (value, note). Unless `dry`, records its effects in the result."""
     if not _holds(run, compiled):
         return 0, ""
     return _give(run, compiled, dry)
 
 
-def _holds(run: _Run, compiled: _CompiledRule) -> bool:
+def _holds(run: _Run, compiled: CompiledRule) -> bool:
     """Whether the rule is active on the day and its conditions hold (else it gives nothing
     and says nothing)."""
     if compiled.dated:
@@ -919,7 +924,7 @@ def _holds(run: _Run, compiled: _CompiledRule) -> bool:
     return compiled.when is None or compiled.when(run.ctx)
 
 
-def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
+def _give(run: _Run, compiled: CompiledRule, dry: bool) -> tuple[int, str]:
     """_apply() of a rule that _holds()."""
     rule = compiled.rule
     chosen: Sequence[int] = ()
@@ -978,7 +983,7 @@ def _give(run: _Run, compiled: _CompiledRule, dry: bool) -> tuple[int, str]:
 
 def _raw_value(
     run: _Run,
-    compiled: _CompiledRule,
+    compiled: CompiledRule,
     effect: Effect,
     chosen: Sequence[int],
     amount: int,
@@ -993,14 +998,7 @@ def _raw_value(
     if effect.kind == "cashback":
         return amount * effect.basis_points // 10_000
     if effect.kind == "attribute":
-        attributes = run.facts.attributes
-        base = attributes.get(effect.attribute)
-        if not isinstance(base, int | float) or isinstance(base, bool) or base <= 0:
-            return 0
-        factor = effect.default_factor
-        if effect.factor_by is not None:
-            factor = effect.factors.get(str(attributes.get(effect.factor_by)), factor)
-        return int(base) * effect.points * factor // (effect.per * 100)
+        return attribute_points(effect, run.facts.attributes)
     if effect.kind == "multiplier":
         percent = _percent(run, effect)
         extra = 0
@@ -1018,6 +1016,19 @@ def _raw_value(
     return 0
 
 
+def attribute_points(effect: FromAttribute, attributes: Mapping[str, Any]) -> int:
+    """Points from an activity attribute (airline style): `attribute` times `points` per
+    `per`, times the percent factor of `factor_by`'s value; 0 for a missing or non-positive
+    number."""
+    base = attributes.get(effect.attribute)
+    if not isinstance(base, int | float) or isinstance(base, bool) or base <= 0:
+        return 0
+    factor = effect.default_factor
+    if effect.factor_by is not None:
+        factor = effect.factors.get(str(attributes.get(effect.factor_by)), factor)
+    return int(base) * effect.points * factor // (effect.per * 100)
+
+
 def _standing(run: _Run, effect: Multiplier) -> str | None:
     """The member's tier or plan id, for a multiplier `by` it."""
     return cast(str | None, run.ctx["tier.name" if effect.by == "tier" else "member.plan"])
@@ -1032,7 +1043,7 @@ def _percent(run: _Run, effect: Multiplier) -> int:
     return run.program.percents[effect.by].get(_standing(run, effect) or "", 100)
 
 
-def _restricted(run: _Run, target: _CompiledRule, chosen: Sequence[int]) -> int:
+def _restricted(run: _Run, target: CompiledRule, chosen: Sequence[int]) -> int:
     """What `target` would give on the `chosen` lines alone (before limits)."""
     basket = run.basket
     if basket is None or not chosen:
@@ -1049,7 +1060,7 @@ def _restricted(run: _Run, target: _CompiledRule, chosen: Sequence[int]) -> int:
     return 0
 
 
-def _limit(run: _Run, compiled: _CompiledRule, raw: int) -> tuple[int, str]:
+def _limit(run: _Run, compiled: CompiledRule, raw: int) -> tuple[int, str]:
     value, note = raw, ""
     limits = compiled.rule.limits
     if limits.per_activity is not None and value > limits.per_activity:
@@ -1069,7 +1080,7 @@ def _limit(run: _Run, compiled: _CompiledRule, raw: int) -> tuple[int, str]:
     return value, note
 
 
-def _times_used_up(compiled: _CompiledRule, run: _Run) -> bool:
+def _times_used_up(compiled: CompiledRule, run: _Run) -> bool:
     """Whether a `times` limit of the rule is reached for this period."""
     for limit, prefix in compiled.limit_keys:
         _, times = run.count(prefix + run.buckets[limit.period])
@@ -1078,7 +1089,7 @@ def _times_used_up(compiled: _CompiledRule, run: _Run) -> bool:
     return False
 
 
-def _count(run: _Run, compiled: _CompiledRule, value: int) -> None:
+def _count(run: _Run, compiled: CompiledRule, value: int) -> None:
     result = run.result
     for limit, prefix in compiled.limit_keys:
         key = prefix + run.buckets[limit.period]
