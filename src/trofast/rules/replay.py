@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 from trofast.rules import engine
@@ -56,6 +56,7 @@ class _Step(NamedTuple):
     min_amount: int
     active_from: date | None
     active_until: date | None
+    dated: bool  # active_from or active_until
     when: Predicate | None
     stop_after: bool
     #: The effect's numbers: per_amount (points, per_amount); fixed and per_unit (points, 0);
@@ -71,6 +72,10 @@ class _Step(NamedTuple):
     #: The rest of what some kinds need: the attribute effect; a multiplier's (percent or
     #: None, by, targets); a stamp's (counter key, per unit, reward id or None); a reward id.
     more: Any
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_DAY = engine.day_of(_EPOCH.date())
 
 
 class _Plan:
@@ -107,6 +112,21 @@ class _Plan:
         self.width = 2 + 3 * len(offsets)
         self.filtered = bool(offsets)
         self._by_sku: dict[str, tuple[str | None, tuple[str, ...], tuple[int, ...]]] = {}
+        #: [start, end) in UTC of the local day last seen, and that day: a replay comes in
+        #: time order, many activities to a day, and converting each to local time costs
+        #: as much as a rule.
+        self.today: tuple[datetime, datetime, engine.LocalDay] = (_EPOCH, _EPOCH, _NO_DAY)
+
+    def day_at(self, at: datetime) -> engine.LocalDay:
+        """The local day of the instant `at`, remembered in `today`."""
+        zone = self.program.zone
+        local = at.astimezone(zone)
+        day = local.date()
+        start = datetime.combine(day, time(), zone).astimezone(UTC)
+        end = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
+        found = engine.day_of(day)
+        self.today = (start, end, found)
+        return found
 
     def scan(self, lines: tuple[engine.Line, ...]) -> list[int]:
         """[amount, units] of all lines, then (amount, units, lines) per offset."""
@@ -193,6 +213,7 @@ def _step(
         min_amount=rule.min_amount,
         active_from=rule.active_from,
         active_until=rule.active_until,
+        dated=compiled.dated,
         when=compiled.when,
         stop_after=rule.stop_after,
         a=a,
@@ -236,14 +257,17 @@ def points(
     if member.status != "active":
         return 0
     plan = _plan(program)
+    zone = program.zone
     trigger = facts.trigger
     steps = plan.steps.get(trigger, ())
     if steps is None:
         return engine.points_only(program, facts, member, member_counters, program_counters, grants)
     if not steps:
         return 0
-    local = facts.occurred_at.astimezone(program.zone)
-    day = engine.day_of(local.date())
+    occurred_at = facts.occurred_at
+    start, end, day = plan.today
+    if not start <= occurred_at < end:
+        day = plan.day_at(occurred_at)
     lines = facts.lines
     sums = plan.scan(lines) if lines else None
     # The context of the conditions, built when the first rule with conditions is reached.
@@ -260,17 +284,26 @@ def points(
                 continue
             decided.add(name)
             if ctx is None:
-                ctx = engine.rule_context(program, facts, member, local, day)
+                ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
             step = _best_of(candidates, program, facts, member, day, ctx, sums, counts,
                             program_counters, earned)  # fmt: skip
-        taken = _taken(step, facts, sums, day.date)
-        if taken is None:
+        at = step.at
+        if at >= 0:
+            if sums is None or not sums[at + 2]:
+                continue
+            amount, units = sums[at], sums[at + 1]
+        elif sums is not None:
+            amount, units = sums[0], sums[1]
+        else:
+            amount, units = facts.amount, 1
+        if amount < step.min_amount:
             continue
-        amount, units = taken
+        if step.dated and not _active(step, day.date):
+            continue
         when = step.when
         if when is not None:
             if ctx is None:
-                ctx = engine.rule_context(program, facts, member, local, day)
+                ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
             if not when(ctx):
                 continue
         kind = step.kind
@@ -334,13 +367,16 @@ def _taken(
         amount, units = sums[0], sums[1]
     else:
         amount, units = facts.amount, 1
-    if amount < step.min_amount:
-        return None
-    if (step.active_from is not None and today < step.active_from) or (
-        step.active_until is not None and today > step.active_until
-    ):
+    if amount < step.min_amount or (step.dated and not _active(step, today)):
         return None
     return amount, units
+
+
+def _active(step: _Step, today: date) -> bool:
+    """Whether the rule is active on the local date `today`."""
+    if step.active_from is not None and today < step.active_from:
+        return False
+    return step.active_until is None or today <= step.active_until
 
 
 def _raw_value(
