@@ -58,6 +58,7 @@ from trofast.kit.db import connect
 from trofast.programs import service as programs
 from trofast.programs.spec import ProgramSpec, parse_document
 from trofast.rules import engine
+from trofast.rules.replay import points as replay_points
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pgserver
@@ -606,13 +607,13 @@ def measure_evaluate(seconds: float, lines: int) -> dict[str, Any]:
         return one, lambda: total[0]
 
     def replayer(spec: ProgramSpec) -> Callable[[Any], Any]:
-        """engine.points_only, as analytics.simulate runs it: the same points, no effects."""
+        """rules.replay.points, as analytics.simulate runs it: the same points, no effects."""
         program = engine.compile_program(spec)
         counts: dict[int, dict[str, tuple[int, int]]] = {m.id: {} for m in members}
         shared: dict[str, int] = {}
 
         def one(pair: tuple[engine.ActivityFacts, engine.MemberSnapshot]) -> None:
-            engine.points_only(program, pair[0], pair[1], counts[pair[1].id], shared)
+            replay_points(program, pair[0], pair[1], counts[pair[1].id], shared)
 
         return one
 
@@ -1125,8 +1126,8 @@ def print_evaluate(result: dict[str, Any]) -> None:
         ("evaluate_1_rule", "evaluate, 1 rule"),
         ("evaluate_simple", "evaluate, simple program (3 rules)"),
         ("evaluate_50_rules", "evaluate, 50 rules"),
-        ("points_only_simple", "points_only (replays), simple program"),
-        ("points_only_50_rules", "points_only (replays), 50 rules"),
+        ("points_only_simple", "replay.points (what simulate runs), simple program"),
+        ("points_only_50_rules", "replay.points (what simulate runs), 50 rules"),
     ):
         row = result[key]
         print(
