@@ -689,7 +689,7 @@ class _Basket:
     def _line_context(self, position: int) -> Context:
         ctx = self._line_ctx.get(position)
         if ctx is None:
-            ctx = self._line_ctx[position] = {**self.ctx, **_line_context(self.lines[position])}
+            ctx = self._line_ctx[position] = {**self.ctx, **line_context(self.lines[position])}
         return ctx
 
 
@@ -894,7 +894,8 @@ def _walk(
     return run
 
 
-def _line_context(line: Line) -> dict[str, Any]:
+def line_context(line: Line) -> dict[str, Any]:
+    """The `line.*` fields of a line condition."""
     return {
         "line.sku": line.sku,
         "line.category": line.category,

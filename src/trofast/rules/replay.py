@@ -10,9 +10,10 @@ each pair of a filtered multiplier and a filtered target, which a multiplier res
 its lines needs).
 
 A best-of group is decided where its first rule runs, as in the engine: each of its rules
-is valued without writing anything (`_best_of`), and the best is then applied. Triggers
-with a line condition (`lines.when`), whose lines are chosen one by one, are left to the
-generic engine. tests/rules/test_points_only.py holds `points()` to `engine.evaluate()`.
+is valued without writing anything (`_best_of`), and the best is then applied. The lines
+of a rule with a line condition (`lines.when`) are picked one by one when the rule is
+reached (`_picked`). tests/rules/test_points_only.py holds `points()` to
+`engine.evaluate()`.
 """
 
 from __future__ import annotations
@@ -41,9 +42,22 @@ _KINDS = {
 
 #: A per-member limit: (counter key without its period bucket, period, points, times).
 _Limit = tuple[str, Period, int | None, int | None]
-#: A multiplier's target: (rule id, offset of the lines both rules take or -1 for the
-#: multiplier's own, the target's kind, its points, its per_amount).
-_Target = tuple[str, int, int, int, int]
+#: Where a rule's lines are: no filter (all lines); chosen one by one by a line condition.
+#: (Otherwise, the offset of their sums in the basket scan.)
+_ALL, _PICKED = -1, -2
+
+
+class _Pick(NamedTuple):
+    """Lines chosen one by one (a line condition): those that all `lists` let through and
+    for which all `when` hold."""
+
+    lists: tuple[engine.LineLists, ...]
+    when: tuple[Predicate, ...]
+
+
+#: A multiplier's target: (rule id, where the lines both rules take are (_ALL: the
+#: multiplier's own), their pick if _PICKED, the target's kind, its points, its per_amount).
+_Target = tuple[str, int, "_Pick | None", int, int, int]
 
 
 class _Step(NamedTuple):
@@ -51,8 +65,9 @@ class _Step(NamedTuple):
 
     kind: int
     rule_id: str
-    #: Offset of the rule's (amount, units, lines) in the basket sums; -1 without a filter.
+    #: Offset of the rule's (amount, units, lines) in the basket sums, or _ALL or _PICKED.
     at: int
+    pick: _Pick | None
     min_amount: int
     active_from: date | None
     active_until: date | None
@@ -79,8 +94,7 @@ _NO_DAY = engine.day_of(_EPOCH.date())
 
 
 class _Plan:
-    """A program version's steps per trigger (None: left to the generic engine) and what
-    its basket scan adds up."""
+    """A program version's steps per trigger and what its basket scan adds up."""
 
     def __init__(self, program: engine.CompiledProgram) -> None:
         self.program = program
@@ -89,20 +103,26 @@ class _Plan:
         self._passes: list[tuple[tuple[engine.LineLists, ...], int]] = []
         offsets: dict[tuple[int, ...], int] = {}
 
-        def offset(*lists_of: engine.CompiledRule) -> int:
-            key = tuple(c.index for c in lists_of)
+        def lines_of(*rules: engine.CompiledRule) -> tuple[int, _Pick | None]:
+            """Where the lines that all `rules` take are: an offset in the scan's sums, or
+            picked one by one where a rule has a line condition."""
+            lists = tuple(c.lists for c in rules if c.lists is not None)
+            conditions = tuple(c.line_when for c in rules if c.line_when is not None)
+            if conditions:
+                return _PICKED, _Pick(lists, conditions)
+            key = tuple(c.index for c in rules)
             if key not in offsets:
                 offsets[key] = 2 + 3 * len(offsets)  # after the basket's amount and units
-                lists = tuple(c.lists for c in lists_of if c.lists is not None)
                 self._passes.append((lists, offsets[key]))
-            return offsets[key]
+            return offsets[key], None
 
-        self.steps: dict[str, tuple[_Step, ...] | None] = {}
+        self.steps: dict[str, tuple[_Step, ...]] = {}
+        #: triggers with rules whose lines are picked (their context is needed at once)
+        self.picking: set[str] = set()
         for trigger, rules in program.by_trigger.items():
             if any(c.line_when is not None for c in rules):
-                self.steps[trigger] = None
-                continue
-            steps = {c.index: _step(program, c, offset) for c in rules}
+                self.picking.add(trigger)
+            steps = {c.index: _step(program, c, lines_of) for c in rules}
             for (on, group), members in program.groups.items():
                 if on == trigger:
                     grouped = (group, tuple(steps[c.index] for c in members))
@@ -170,7 +190,7 @@ class _Plan:
 def _step(
     program: engine.CompiledProgram,
     compiled: engine.CompiledRule,
-    offset: Callable[..., int],
+    lines_of: Callable[..., tuple[int, _Pick | None]],
 ) -> _Step:
     rule, effect = compiled.rule, compiled.rule.effect
     kind = _KINDS[effect.kind]
@@ -188,16 +208,16 @@ def _step(
         targets: list[_Target] = []
         for target_id in effect.of:
             target = program.by_id[target_id]
-            pair = -1
+            pair, pick = _ALL, None
             if compiled.lists is not None and target.lists is not None:
-                pair = offset(compiled, target)
+                pair, pick = lines_of(compiled, target)
             target_effect = target.rule.effect
             points = per = 0
             if target_effect.kind == "per_amount":
                 points, per = target_effect.points, target_effect.per_amount
             elif target_effect.kind == "per_unit":
                 points = target_effect.points
-            targets.append((target_id, pair, _KINDS[target_effect.kind], points, per))
+            targets.append((target_id, pair, pick, _KINDS[target_effect.kind], points, per))
         more = (effect.percent, effect.by, tuple(targets))
     elif effect.kind == "stamp":
         card = program.cards[effect.card]
@@ -206,10 +226,12 @@ def _step(
     elif effect.kind == "reward":
         more = effect.reward
     limits = rule.limits
+    at, pick = lines_of(compiled) if compiled.lists is not None else (_ALL, None)
     return _Step(
         kind=kind,
         rule_id=rule.id,
-        at=offset(compiled) if compiled.lists is not None else -1,
+        at=at,
+        pick=pick,
         min_amount=rule.min_amount,
         active_from=rule.active_from,
         active_until=rule.active_until,
@@ -259,9 +281,7 @@ def points(
     plan = _plan(program)
     zone = program.zone
     trigger = facts.trigger
-    steps = plan.steps.get(trigger, ())
-    if steps is None:
-        return engine.points_only(program, facts, member, member_counters, program_counters, grants)
+    steps = plan.steps.get(trigger)
     if not steps:
         return 0
     occurred_at = facts.occurred_at
@@ -270,8 +290,11 @@ def points(
         day = plan.day_at(occurred_at)
     lines = facts.lines
     sums = plan.scan(lines) if lines else None
-    # The context of the conditions, built when the first rule with conditions is reached.
+    # The context of the conditions, built when the first rule with conditions is reached
+    # (at once where lines are picked by their own conditions).
     ctx: Mapping[str, Any] | None = None
+    if trigger in plan.picking:
+        ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
     counts = member_counters
     buckets = day.buckets
     total = 0
@@ -292,10 +315,13 @@ def points(
             if sums is None or not sums[at + 2]:
                 continue
             amount, units = sums[at], sums[at + 1]
-        elif sums is not None:
-            amount, units = sums[0], sums[1]
+        elif at == _ALL:
+            amount, units = (sums[0], sums[1]) if sums is not None else (facts.amount, 1)
         else:
-            amount, units = facts.amount, 1
+            taken = _taken(step, facts, sums, day.date, ctx)
+            if taken is None:
+                continue
+            amount, units = taken
         if amount < step.min_amount:
             continue
         if step.dated and not _active(step, day.date):
@@ -335,7 +361,7 @@ def points(
                 grants[step.more] = grants.get(step.more, 0) + 1
             _count(step, counts, program_counters, buckets, 0)
             continue
-        value = _raw_value(program, step, facts, member, earned, sums, amount, units)
+        value = _raw_value(program, step, facts, member, earned, sums, ctx, amount, units)
         if value <= 0:
             continue
         if step.per_activity is not None and value > step.per_activity:
@@ -354,7 +380,11 @@ def points(
 
 
 def _taken(
-    step: _Step, facts: engine.ActivityFacts, sums: list[int] | None, today: date
+    step: _Step,
+    facts: engine.ActivityFacts,
+    sums: list[int] | None,
+    today: date,
+    ctx: Mapping[str, Any] | None,
 ) -> tuple[int, int] | None:
     """(amount, units) of the lines the rule takes, or None when it gives nothing anyway:
     a filtered rule that takes no line, an amount below its minimum, a day it is not active."""
@@ -363,13 +393,33 @@ def _taken(
         if sums is None or not sums[at + 2]:
             return None
         amount, units = sums[at], sums[at + 1]
-    elif sums is not None:
-        amount, units = sums[0], sums[1]
+    elif at == _ALL:
+        amount, units = (sums[0], sums[1]) if sums is not None else (facts.amount, 1)
     else:
-        amount, units = facts.amount, 1
+        assert step.pick is not None and ctx is not None
+        amount, units, count = _picked(step.pick, facts.lines, ctx)
+        if not count:
+            return None
     if amount < step.min_amount or (step.dated and not _active(step, today)):
         return None
     return amount, units
+
+
+def _picked(
+    pick: _Pick, lines: tuple[engine.Line, ...], ctx: Mapping[str, Any]
+) -> tuple[int, int, int]:
+    """(amount, units, lines) of the lines `pick` chooses; a line condition reads the
+    activity's context and the line's own fields."""
+    amount = units = count = 0
+    for line in lines:
+        if not all(each.let_through(line.sku, line.category, line.labels) for each in pick.lists):
+            continue
+        line_ctx = {**ctx, **engine.line_context(line)}
+        if all(when(line_ctx) for when in pick.when):
+            amount += line.amount
+            units += line.quantity
+            count += 1
+    return amount, units, count
 
 
 def _active(step: _Step, today: date) -> bool:
@@ -386,6 +436,7 @@ def _raw_value(
     member: engine.MemberSnapshot,
     earned: Mapping[str, int],
     sums: list[int] | None,
+    ctx: Mapping[str, Any] | None,
     amount: int,
     units: int,
 ) -> int:
@@ -401,7 +452,7 @@ def _raw_value(
         return amount * step.a // 10_000
     if kind == _ATTRIBUTE:
         return engine.attribute_points(step.more, facts.attributes)
-    return _multiplied(program, step, member, earned, sums, amount, units)
+    return _multiplied(program, step, facts, member, earned, sums, ctx, amount, units)
 
 
 def _best_of(
@@ -420,7 +471,7 @@ def _best_of(
     best, best_value = candidates[0], -1
     for step in candidates:
         value = 0
-        taken = _taken(step, facts, sums, day.date)
+        taken = _taken(step, facts, sums, day.date, ctx)
         if taken is not None and (step.when is None or step.when(ctx)):
             amount, units = taken
             if step.kind == _STAMP:  # what the cards it would complete give
@@ -429,7 +480,7 @@ def _best_of(
                 if stamps > 0 and not (step.limits and _used_up(step, counts, day.buckets)):
                     value = (counts.get(key, (0, 0))[0] + stamps) // step.a * step.b
             elif step.kind != _REWARD:  # (a reward gives no points)
-                value = _raw_value(program, step, facts, member, earned, sums, amount, units)
+                value = _raw_value(program, step, facts, member, earned, sums, ctx, amount, units)
                 if value > 0 and step.per_activity is not None:
                     value = min(value, step.per_activity)
                 if value > 0 and (step.limits or step.budget is not None):
@@ -442,9 +493,11 @@ def _best_of(
 def _multiplied(
     program: engine.CompiledProgram,
     step: _Step,
+    facts: engine.ActivityFacts,
     member: engine.MemberSnapshot,
     earned: Mapping[str, int],
     sums: list[int] | None,
+    ctx: Mapping[str, Any] | None,
     amount: int,
     units: int,
 ) -> int:
@@ -455,13 +508,19 @@ def _multiplied(
         standing = member.tier if by == "tier" else member.plan
         percent = program.percents[by].get(standing or "", 100)
     extra = 0
-    for target_id, pair, kind, points, per in targets:
+    for target_id, pair, pick, kind, points, per in targets:
         base = earned.get(target_id, 0)
         if base <= 0:
             continue
-        if step.at >= 0:  # restricted to the lines both rules take
-            assert sums is not None
-            both_amount, both_units = (sums[pair], sums[pair + 1]) if pair >= 0 else (amount, units)
+        if step.at != _ALL:  # restricted to the lines both rules take
+            if pair >= 0:
+                assert sums is not None
+                both_amount, both_units = sums[pair], sums[pair + 1]
+            elif pick is not None:
+                assert ctx is not None
+                both_amount, both_units, _ = _picked(pick, facts.lines, ctx)
+            else:
+                both_amount, both_units = amount, units
             if kind == _PER_AMOUNT:
                 base = min(base, (both_amount // per) * points if both_amount > 0 else 0)
             elif kind == _PER_UNIT:
