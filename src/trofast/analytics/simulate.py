@@ -9,7 +9,7 @@ differs from the real one by the difference in points issued.
 Each month also counts the vouchers granted, by reward id: those the proposed version's
 rules would grant (`reward` effects and stamp cards whose reward is a voucher; the reward's
 stock and limits aside) against those really granted to that month's activities (used,
-cancelled by a return, or not); `engine.points_only` counts them as it goes.
+cancelled by a return, or not); `rules.replay.points` counts them as it goes.
 
 With two tiers or more in the proposed version, each month also counts the members by tier
 under the proposed tiers (replayed with the points, see `analytics.tiers`) against the real
@@ -443,7 +443,7 @@ class _Replay:
     ) -> int:
         """The points `facts` earn under the proposed program, and the vouchers its rules
         grant counted in the month's; a purchase's points are remembered for its returns.
-        engine.points_only() gives the points engine.evaluate() would, counts the vouchers
+        rules.replay.points() gives the points engine.evaluate() would, counts the vouchers
         its `rewards` would hold, and updates the counters as apply_counters() would."""
         member = self.members.get(member_id)
         if member is None:

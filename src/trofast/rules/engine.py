@@ -699,10 +699,6 @@ class _Run:
     The member's counters are read through `count()`: what this evaluation changed, over
     what it was given. The given mapping is never written to, nor copied (a replay's holds
     every period the member ever had).
-
-    Without a `result` (points_only()), the run records no effects: it adds up the points in
-    `total` and writes counters straight into the mappings it was given, which then play the
-    part that apply_counters() plays after evaluate().
     """
 
     __slots__ = (
@@ -716,11 +712,9 @@ class _Run:
         "earned",
         "facts",
         "given",
-        "grants",
         "program",
         "result",
         "shared",
-        "total",
     )
 
     def __init__(
@@ -729,13 +723,12 @@ class _Run:
         facts: ActivityFacts,
         ctx: Context,
         day: LocalDay,
-        result: Evaluation | None,
+        result: Evaluation,
         given: Mapping[str, tuple[int, int]],
         changed: dict[str, tuple[int, int]],
         shared: Mapping[str, int],
         counting: bool,
         dates: bool,
-        grants: dict[str, int] | None = None,
     ) -> None:
         self.program = program
         self.facts = facts
@@ -748,8 +741,6 @@ class _Run:
         self.shared = shared
         self.dates = dates
         self.result = result
-        self.grants = grants
-        self.total = 0
         self.earned: dict[str, int] = {}
         self.basket = _Basket(program, facts.lines, ctx) if facts.lines else None
 
@@ -783,57 +774,20 @@ def evaluate(
     return result
 
 
-def points_only(
-    program: CompiledProgram,
-    facts: ActivityFacts,
-    member: MemberSnapshot,
-    member_counters: dict[str, tuple[int, int]],
-    program_counters: dict[str, int],
-    grants: dict[str, int] | None = None,
-) -> int:
-    """What `evaluate(spec, facts, member, Counters(member_counters, program_counters),
-    dates=False).total_points` gives, with the counters updated in place as
-    `apply_counters()` would update them with the evaluation's deltas; but without building
-    any effect, outcome or delta. With `grants`, the vouchers the evaluation's `rewards`
-    would hold are counted there, per reward id. For replays (analytics.simulate), which
-    need only the points (and the vouchers); tests/rules/test_points_only.py holds the two
-    ways to each other."""
-    if member.status != "active":
-        return 0
-    rules = program.by_trigger.get(facts.trigger)
-    if not rules:
-        return 0
-    run = _walk(
-        program,
-        rules,
-        facts,
-        member,
-        None,
-        member_counters,
-        member_counters,
-        program_counters,
-        True,
-        False,
-        grants,
-    )
-    return run.total
-
-
 def _walk(
     program: CompiledProgram,
     rules: Sequence[CompiledRule],
     facts: ActivityFacts,
     member: MemberSnapshot,
-    result: Evaluation | None,
+    result: Evaluation,
     given: Mapping[str, tuple[int, int]],
     changed: dict[str, tuple[int, int]],
     shared: Mapping[str, int],
     counting: bool,
     dates: bool,
-    grants: dict[str, int] | None = None,
 ) -> _Run:
-    """Walk the rules of one trigger in order; the one way through the rules of evaluate()
-    and points_only()."""
+    """Walk the rules of one trigger in order, recording their effects in `result` (replays
+    take their own way: rules.replay)."""
     local = facts.occurred_at.astimezone(program.zone)
     day = day_of(local.date())
     run = _Run(
@@ -847,7 +801,6 @@ def _walk(
         shared,
         counting,
         dates,
-        grants,
     )
     if program.skippable.get(facts.trigger):
         # Rules about certain lines that none of the basket's lines are: they give nothing
@@ -866,7 +819,7 @@ def _walk(
             if when is not None and not when(ctx):
                 continue
             value, note = _give(run, compiled, False)
-            if result is not None and (value or note):
+            if value or note:
                 result.outcomes.append(RuleOutcome(rule.id, value, note))
             if value > 0 and rule.stop_after:
                 break
@@ -880,14 +833,13 @@ def _walk(
         ]
         best_value = max(value for value, _ in candidates)
         winner = next(c for value, c in candidates if value == best_value)
-        if result is not None:
-            for value, c in candidates:
-                if c is not winner and value > 0:
-                    result.outcomes.append(RuleOutcome(c.rule.id, 0, "not the best of its group"))
+        for value, c in candidates:
+            if c is not winner and value > 0:
+                result.outcomes.append(RuleOutcome(c.rule.id, 0, "not the best of its group"))
         compiled = winner
         rule = compiled.rule
         value, note = _apply(run, compiled, dry=False)
-        if result is not None and (value or note):
+        if value or note:
             result.outcomes.append(RuleOutcome(rule.id, value, note))
         if value > 0 and rule.stop_after:
             break
@@ -952,10 +904,7 @@ def _give(run: _Run, compiled: CompiledRule, dry: bool) -> tuple[int, str]:
         if counting and _times_used_up(compiled, run):
             return 0, "no more of this reward this period"
         if not dry:
-            if run.result is not None:
-                run.result.rewards.append(RewardGrant(effect.reward, rule.id))
-            elif run.grants is not None:
-                run.grants[effect.reward] = run.grants.get(effect.reward, 0) + 1
+            run.result.rewards.append(RewardGrant(effect.reward, rule.id))
             if counting and compiled.counted:
                 _count(run, compiled, 0)
         return 0, f"grants reward {effect.reward}"
@@ -969,10 +918,7 @@ def _give(run: _Run, compiled: CompiledRule, dry: bool) -> tuple[int, str]:
         return value, note
     run.earned[rule.id] = value
     result = run.result
-    if result is None:
-        if effect.kind != "cashback":
-            run.total += value
-    elif effect.kind == "cashback":
+    if effect.kind == "cashback":
         result.cashback.append(CashbackEffect(value, rule.id))
     else:
         vests_at, expires_at = _dates(run.program, rule, run.facts) if run.dates else (None, None)
@@ -1096,14 +1042,9 @@ def _count(run: _Run, compiled: CompiledRule, value: int) -> None:
         key = prefix + run.buckets[limit.period]
         points, times = run.count(key)
         run.changed[key] = (points + value, times + 1)
-        if result is not None:
-            result.counters.append(CounterDelta(key, value, 1))
+        result.counters.append(CounterDelta(key, value, 1))
     if compiled.rule.limits.budget is not None:
-        if result is not None:
-            result.counters.append(CounterDelta(compiled.budget_key, value, 1, member=False))
-        else:  # points_only(): the program's counters are this run's to write
-            shared = cast(dict[str, int], run.shared)
-            shared[compiled.budget_key] = shared.get(compiled.budget_key, 0) + value
+        result.counters.append(CounterDelta(compiled.budget_key, value, 1, member=False))
 
 
 def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple[int, str]:
@@ -1118,24 +1059,15 @@ def _stamp(run: _Run, rule: Rule, effect: Stamp, units: int, dry: bool) -> tuple
         return filled * card.reward_points, ""
     run.changed[key] = (left, times)
     result = run.result
-    if result is not None:
-        result.counters.append(CounterDelta(key, left - have, 0))
+    result.counters.append(CounterDelta(key, left - have, 0))
     note = f"{stamps} stamp(s) on {card.id}: {left}/{card.stamps}"
     if filled and card.reward is not None:
-        if result is not None:
-            result.rewards.extend([RewardGrant(card.reward, f"{rule.id}:{card.id}")] * filled)
-        elif run.grants is not None:
-            run.grants[card.reward] = run.grants.get(card.reward, 0) + filled
+        result.rewards.extend([RewardGrant(card.reward, f"{rule.id}:{card.id}")] * filled)
         return 0, note + f", {filled} card(s) completed: {card.reward}"
     if filled:
         reward = filled * card.reward_points
-        if result is None:
-            run.total += reward
-        else:
-            vests_at, expires_at = (
-                _dates(run.program, rule, run.facts) if run.dates else (None, None)
-            )
-            result.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
+        vests_at, expires_at = _dates(run.program, rule, run.facts) if run.dates else (None, None)
+        result.points.append(PointsEffect(reward, f"{rule.id}:{card.id}", vests_at, expires_at))
         return reward, note + f", {filled} card(s) completed"
     return 0, note
 

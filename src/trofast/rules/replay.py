@@ -1,18 +1,19 @@
-"""The points of an activity, for replays: `engine.points_only()` compiled per rule kind.
+"""The points of an activity, for replays: the rules planned per kind.
 
 A what-if replay (analytics.simulate) needs only the points an activity earns and the
-vouchers its rules grant, millions of times. `points()` gives exactly what
-`engine.points_only()` gives, but each program version is first turned into a plan: per
-trigger, its rules as flat steps that say at once what kind of effect they have and what
-they need (no run object, no notes, no generic dispatch), and a basket scan that adds up,
-in one pass over the lines, each line-filtered rule's amount, units and lines (and those of
-each pair of a filtered multiplier and a filtered target, which a multiplier restricted to
-its lines needs).
+vouchers its rules grant, millions of times. `points()` gives exactly the points of
+`engine.evaluate(..., dates=False)` and leaves the counters as `engine.apply_counters()`
+leaves them, but each program version is first turned into a plan: per trigger, its rules
+as flat steps that say at once what kind of effect they have and what they need (no run
+object, no effects, no notes, no generic dispatch), and a basket scan that adds up, in one
+pass over the lines, each line-filtered rule's amount, units and lines (and those of each
+pair of a filtered multiplier and a filtered target, which a multiplier restricted to its
+lines needs). Decision 0009 says why this second way through the rules is worth having.
 
 A best-of group is decided where its first rule runs, as in the engine: each of its rules
 is valued without writing anything (`_best_of`), and the best is then applied. The lines
 of a rule with a line condition (`lines.when`) are picked one by one when the rule is
-reached (`_picked`). tests/rules/test_points_only.py holds `points()` to
+reached (`_picked`). tests/rules/test_replay.py holds `points()` to
 `engine.evaluate()`.
 """
 
@@ -274,8 +275,10 @@ def points(
     program_counters: dict[str, int],
     grants: dict[str, int] | None = None,
 ) -> int:
-    """What `engine.points_only()` gives for the same arguments, with the counters and
-    `grants` updated as it updates them."""
+    """The points `facts` earn `member` (those of `engine.evaluate(..., dates=False)`),
+    with `member_counters` and `program_counters` updated in place as `apply_counters()`
+    would update them, and the vouchers the evaluation's `rewards` would hold counted in
+    `grants`, per reward id."""
     if member.status != "active":
         return 0
     plan = _plan(program)
