@@ -1126,8 +1126,8 @@ def print_evaluate(result: dict[str, Any]) -> None:
         ("evaluate_1_rule", "evaluate, 1 rule"),
         ("evaluate_simple", "evaluate, simple program (3 rules)"),
         ("evaluate_50_rules", "evaluate, 50 rules"),
-        ("points_only_simple", "replay.points (what simulate runs), simple program"),
-        ("points_only_50_rules", "replay.points (what simulate runs), 50 rules"),
+        ("points_only_simple", "replay.points (simulate), simple"),
+        ("points_only_50_rules", "replay.points (simulate), 50 rules"),
     ):
         row = result[key]
         print(
