@@ -422,6 +422,7 @@ class _Replay:
 
     def __init__(self, spec: ProgramSpec, returned: set[int]) -> None:
         self.program = engine.compile_program(spec)
+        self.points = replay.plan(self.program).points
         self.returned_ids = returned
         self.program_counts: dict[str, int] = {}
         #: member id -> (snapshot, counters)
@@ -443,15 +444,13 @@ class _Replay:
     ) -> int:
         """The points `facts` earn under the proposed program, and the vouchers its rules
         grant counted in the month's; a purchase's points are remembered for its returns.
-        rules.replay.points() gives the points engine.evaluate() would, counts the vouchers
+        rules.replay's plan gives the points engine.evaluate() would, counts the vouchers
         its `rewards` would hold, and updates the counters as apply_counters() would."""
         member = self.members.get(member_id)
         if member is None:
             return 0
         snapshot, counts = member
-        points = replay.points(
-            self.program, facts, snapshot, counts, self.program_counts, self.vouchers
-        )
+        points = self.points(facts, snapshot, counts, self.program_counts, self.vouchers)
         if purchase_id in self.returned_ids:
             self.purchases[purchase_id] = (facts.amount, points)
         return points

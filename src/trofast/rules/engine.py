@@ -292,6 +292,7 @@ class CompiledProgram:
     groups: Mapping[tuple[str, str], tuple[CompiledRule, ...]]
     #: whether an evaluation needs these parts of the context
     reads_time: bool
+    reads_clock: bool  # now.hour or now.minute: the local time, not only the day
     reads_attributes: bool
     member_fields: frozenset[str]
     #: whether a purchase's points can depend on its lines (beyond their total, which is the
@@ -411,6 +412,7 @@ def compile_program(spec: ProgramSpec) -> CompiledProgram:
         zone=spec.zone,
         groups={k: tuple(v) for k, v in groups.items()},
         reads_time=any(f.startswith("now.") for f in fields),
+        reads_clock=bool(fields & {"now.hour", "now.minute"}),
         reads_attributes=any(f.startswith("activity.attributes.") for f in fields),
         member_fields=fields & _DERIVED_MEMBER_FIELDS,
         reads_lines=any(_reads_lines(c.rule) for c in by_trigger.get("purchase", ())),
@@ -537,22 +539,22 @@ def day_of(day: date) -> LocalDay:
 
 
 def rule_context(
-    program: CompiledProgram,
-    facts: ActivityFacts,
-    member: MemberSnapshot,
-    local: datetime,
-    day: LocalDay,
+    program: CompiledProgram, facts: ActivityFacts, member: MemberSnapshot, day: LocalDay
 ) -> dict[str, Any]:
-    """The flat context the conditions read (docs/program-file.md lists its fields): only
-    the parts that some condition of the program reads."""
+    """The flat context the conditions read (docs/program-file.md lists its fields) on the
+    activity's local `day`: only the parts that some condition of the program reads."""
     ctx = _activity_fields(facts, member)
     if program.reads_time:
-        _add_time(ctx, local, day)
+        ctx.update(day.fields)
+        if program.reads_clock:
+            local = facts.occurred_at.astimezone(program.zone)
+            ctx["now.hour"] = local.hour
+            ctx["now.minute"] = local.minute
     if program.reads_attributes:
         for name, value in facts.attributes.items():
             ctx[f"activity.attributes.{name}"] = value
     if program.member_fields:
-        ctx.update(_member_context(program.zone, member, local.date(), program.member_fields))
+        ctx.update(_member_context(program.zone, member, day.date, program.member_fields))
     return ctx
 
 
@@ -571,12 +573,6 @@ def _activity_fields(facts: ActivityFacts, member: MemberSnapshot) -> dict[str, 
         "tier.name": member.tier,
         "member.plan": member.plan,
     }
-
-
-def _add_time(ctx: dict[str, Any], local: datetime, day: LocalDay) -> None:
-    ctx.update(day.fields)
-    ctx["now.hour"] = local.hour
-    ctx["now.minute"] = local.minute
 
 
 def _member_context(
@@ -793,7 +789,7 @@ def _walk(
     run = _Run(
         program,
         facts,
-        rule_context(program, facts, member, local, day),
+        rule_context(program, facts, member, day),
         day,
         result,
         given,

@@ -94,7 +94,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_DAY = engine.day_of(_EPOCH.date())
 
 
-class _Plan:
+class Plan:
     """A program version's steps per trigger and what its basket scan adds up."""
 
     def __init__(self, program: engine.CompiledProgram) -> None:
@@ -187,6 +187,120 @@ class _Plan:
         self._by_sku.setdefault(line.sku, (line.category, labels, found))
         return found
 
+    def points(
+        self,
+        facts: engine.ActivityFacts,
+        member: engine.MemberSnapshot,
+        member_counters: dict[str, tuple[int, int]],
+        program_counters: dict[str, int],
+        grants: dict[str, int] | None = None,
+    ) -> int:
+        """`points()` of this plan's program."""
+        if member.status != "active":
+            return 0
+        program = self.program
+        trigger = facts.trigger
+        steps = self.steps.get(trigger)
+        if not steps:
+            return 0
+        occurred_at = facts.occurred_at
+        start, end, day = self.today
+        if not start <= occurred_at < end:
+            day = self.day_at(occurred_at)
+        lines = facts.lines
+        sums = self.scan(lines) if lines else None
+        # The context of the conditions, built when the first rule with conditions is reached
+        # (at once where lines are picked by their own conditions).
+        ctx: Mapping[str, Any] | None = None
+        if trigger in self.picking:
+            ctx = engine.rule_context(program, facts, member, day)
+        counts = member_counters
+        buckets = day.buckets
+        total = 0
+        earned: dict[str, int] = {}
+        decided: set[str] = set()
+        for step in steps:
+            if step.group is not None:  # a best-of group: decided where its first rule runs
+                name, candidates = step.group
+                if name in decided:
+                    continue
+                decided.add(name)
+                if ctx is None:
+                    ctx = engine.rule_context(program, facts, member, day)
+                step = _best_of(candidates, program, facts, member, day, ctx, sums, counts,
+                                program_counters, earned)  # fmt: skip
+            at = step.at
+            if at >= 0:
+                if sums is None or not sums[at + 2]:
+                    continue
+                amount, units = sums[at], sums[at + 1]
+            elif at == _ALL:
+                amount, units = (sums[0], sums[1]) if sums is not None else (facts.amount, 1)
+            else:
+                taken = _taken(step, facts, sums, day.date, ctx)
+                if taken is None:
+                    continue
+                amount, units = taken
+            if amount < step.min_amount:
+                continue
+            if step.dated and not _active(step, day.date):
+                continue
+            when = step.when
+            if when is not None:
+                if ctx is None:
+                    ctx = engine.rule_context(program, facts, member, day)
+                if not when(ctx):
+                    continue
+            kind = step.kind
+            if kind == _STAMP:
+                if step.limits and _used_up(step, counts, buckets):
+                    continue
+                key, per_unit, reward = step.more
+                stamps = units if per_unit else 1
+                if stamps <= 0:
+                    continue
+                have, times = counts.get(key, (0, 0))
+                filled, left = divmod(have + stamps, step.a)
+                counts[key] = (left, times)
+                value = 0
+                if filled and reward is not None:
+                    if grants is not None:
+                        grants[reward] = grants.get(reward, 0) + filled
+                elif filled:
+                    value = filled * step.b
+                    total += value
+                if step.limits or step.budget is not None:
+                    _count(step, counts, program_counters, buckets, 0)
+                if value > 0 and step.stop_after:
+                    break
+                continue
+            if kind == _REWARD:
+                if step.limits and _used_up(step, counts, buckets):
+                    continue
+                if grants is not None:
+                    grants[step.more] = grants.get(step.more, 0) + 1
+                _count(step, counts, program_counters, buckets, 0)
+                continue
+            if kind == _PER_AMOUNT:  # the commonest, without a call
+                value = (amount // step.b) * step.a if amount > 0 else 0
+            else:
+                value = _raw_value(program, step, facts, member, earned, sums, ctx, amount, units)
+            if value <= 0:
+                continue
+            if step.per_activity is not None and value > step.per_activity:
+                value = step.per_activity
+            if step.limits or step.budget is not None:
+                value = _within_limits(step, counts, program_counters, buckets, value)
+                if value <= 0:
+                    continue
+                _count(step, counts, program_counters, buckets, value)
+            earned[step.rule_id] = value
+            if kind != _CASHBACK:
+                total += value
+            if step.stop_after:
+                break
+        return total
+
 
 def _step(
     program: engine.CompiledProgram,
@@ -253,18 +367,19 @@ def _step(
     )
 
 
-_plans: dict[int, tuple[engine.CompiledProgram, _Plan]] = {}
+_plans: dict[int, tuple[engine.CompiledProgram, Plan]] = {}
 _plans_lock = threading.Lock()
 
 
-def _plan(program: engine.CompiledProgram) -> _Plan:
+def plan(program: engine.CompiledProgram) -> Plan:
+    """The plan of a compiled program version (made once, then remembered)."""
     hit = _plans.get(id(program))
     if hit is not None and hit[0] is program:
         return hit[1]
-    plan = _Plan(program)
+    made = Plan(program)
     with _plans_lock:
-        _plans[id(program)] = (program, plan)
-    return plan
+        _plans[id(program)] = (program, made)
+    return made
 
 
 def points(
@@ -278,108 +393,8 @@ def points(
     """The points `facts` earn `member` (those of `engine.evaluate(..., dates=False)`),
     with `member_counters` and `program_counters` updated in place as `apply_counters()`
     would update them, and the vouchers the evaluation's `rewards` would hold counted in
-    `grants`, per reward id."""
-    if member.status != "active":
-        return 0
-    plan = _plan(program)
-    zone = program.zone
-    trigger = facts.trigger
-    steps = plan.steps.get(trigger)
-    if not steps:
-        return 0
-    occurred_at = facts.occurred_at
-    start, end, day = plan.today
-    if not start <= occurred_at < end:
-        day = plan.day_at(occurred_at)
-    lines = facts.lines
-    sums = plan.scan(lines) if lines else None
-    # The context of the conditions, built when the first rule with conditions is reached
-    # (at once where lines are picked by their own conditions).
-    ctx: Mapping[str, Any] | None = None
-    if trigger in plan.picking:
-        ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
-    counts = member_counters
-    buckets = day.buckets
-    total = 0
-    earned: dict[str, int] = {}
-    decided: set[str] = set()
-    for step in steps:
-        if step.group is not None:  # a best-of group: decided where its first rule runs
-            name, candidates = step.group
-            if name in decided:
-                continue
-            decided.add(name)
-            if ctx is None:
-                ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
-            step = _best_of(candidates, program, facts, member, day, ctx, sums, counts,
-                            program_counters, earned)  # fmt: skip
-        at = step.at
-        if at >= 0:
-            if sums is None or not sums[at + 2]:
-                continue
-            amount, units = sums[at], sums[at + 1]
-        elif at == _ALL:
-            amount, units = (sums[0], sums[1]) if sums is not None else (facts.amount, 1)
-        else:
-            taken = _taken(step, facts, sums, day.date, ctx)
-            if taken is None:
-                continue
-            amount, units = taken
-        if amount < step.min_amount:
-            continue
-        if step.dated and not _active(step, day.date):
-            continue
-        when = step.when
-        if when is not None:
-            if ctx is None:
-                ctx = engine.rule_context(program, facts, member, occurred_at.astimezone(zone), day)
-            if not when(ctx):
-                continue
-        kind = step.kind
-        if kind == _STAMP:
-            if step.limits and _used_up(step, counts, buckets):
-                continue
-            key, per_unit, reward = step.more
-            stamps = units if per_unit else 1
-            if stamps <= 0:
-                continue
-            have, times = counts.get(key, (0, 0))
-            filled, left = divmod(have + stamps, step.a)
-            counts[key] = (left, times)
-            value = 0
-            if filled and reward is not None:
-                if grants is not None:
-                    grants[reward] = grants.get(reward, 0) + filled
-            elif filled:
-                value = filled * step.b
-                total += value
-            _count(step, counts, program_counters, buckets, 0)
-            if value > 0 and step.stop_after:
-                break
-            continue
-        if kind == _REWARD:
-            if step.limits and _used_up(step, counts, buckets):
-                continue
-            if grants is not None:
-                grants[step.more] = grants.get(step.more, 0) + 1
-            _count(step, counts, program_counters, buckets, 0)
-            continue
-        value = _raw_value(program, step, facts, member, earned, sums, ctx, amount, units)
-        if value <= 0:
-            continue
-        if step.per_activity is not None and value > step.per_activity:
-            value = step.per_activity
-        if step.limits or step.budget is not None:
-            value = _within_limits(step, counts, program_counters, buckets, value)
-            if value <= 0:
-                continue
-            _count(step, counts, program_counters, buckets, value)
-        earned[step.rule_id] = value
-        if kind != _CASHBACK:
-            total += value
-        if step.stop_after:
-            break
-    return total
+    `grants`, per reward id. (A replay keeps `plan(program)` and calls its `points`.)"""
+    return plan(program).points(facts, member, member_counters, program_counters, grants)
 
 
 def _taken(
