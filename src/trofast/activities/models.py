@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 from trofast.kit.orm import Id, UtcDateTime, id_column, metadata, program_column
@@ -41,6 +42,14 @@ activities = Table(
     Index(None, "program_id", "member_id", "occurred_at"),
     Index(None, "program_id", "occurred_at"),
     Index(None, "original_id"),
+    #: The returns of a period (a what-if replay first reads which purchases they take back).
+    Index(
+        "ix_activities_returns",
+        "program_id",
+        "occurred_at",
+        sqlite_where=text("type = 'return'"),
+        postgresql_where=text("type = 'return'"),
+    ),
 )
 
 #: What rule limits and stamp cards remember: points and times per counter key, per member

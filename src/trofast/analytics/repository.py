@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     case,
     cast,
+    literal_column,
     null,
     or_,
     select,
@@ -153,7 +154,9 @@ def returned_purchases(
             select(activities.c.original_id)
             .where(
                 activities.c.program_id == program_id,
-                activities.c.type == "return",
+                # A literal, not a parameter: so the planner may use the partial index on
+                # returns (ix_activities_returns) rather than scan every activity.
+                activities.c.type == literal_column("'return'"),
                 activities.c.original_id.is_not(None),
                 activities.c.occurred_at >= start,
                 activities.c.occurred_at < end,
