@@ -13,10 +13,12 @@ history made of what its own rules name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, reject, settings
@@ -479,3 +481,55 @@ def test_a_stamp_rule_that_stops_only_when_it_completes_a_card() -> None:
     )  # fmt: skip
     # 30 points for each coffee, but the third completes the card: 50 and nothing more
     assert earned == 30 + 30 + 50 + 30
+
+
+ZONES = ["Europe/Stockholm", "America/Santiago", "Australia/Lord_Howe", "Pacific/Apia"]
+
+
+@functools.cache
+def clock_changes(zone: str) -> list[datetime]:
+    """The instants (to the hour, UTC) in 2010-2012 at which `zone`'s clocks change."""
+    tz, found = ZoneInfo(zone), []
+    at = datetime(2010, 1, 1, tzinfo=UTC)
+    while at.year < 2013:
+        if (at + timedelta(hours=1)).astimezone(tz).utcoffset() != at.astimezone(tz).utcoffset():
+            found.append(at)
+        at += timedelta(hours=1)
+    return found
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_the_local_day_across_clock_changes(zone: str) -> None:
+    """The replay remembers the local day it saw last, with its bounds in UTC: around each
+    clock change of 2010-2012 in zones that change at midnight (Santiago), by half an hour
+    (Lord Howe) or that skipped a day (Apia, 2011), an activity every quarter of an hour
+    for two days either side gets the day `evaluate()` gives it (a once-a-day rule and a
+    weekend rule tell)."""
+    instants = [
+        change + timedelta(minutes=15 * k)
+        for change in clock_changes(zone)
+        for k in range(-192, 193)
+    ]
+    spec = ProgramSpec.model_validate(
+        {
+            "key": "days",
+            "name": "Days",
+            "currency": "SEK",
+            "timezone": zone,
+            "rules": [
+                {"id": "daily", "effect": {"kind": "fixed", "points": 1},
+                 "limits": {"per_member": [{"period": "day", "times": 1}]}},
+                {"id": "weekend", "when": [{"field": "now.weekday", "op": "in", "value": [6, 7]}],
+                 "effect": {"kind": "fixed", "points": 10}},
+            ],
+        }
+    )  # fmt: skip
+    program = engine.compile_program(spec)
+    long_counts: dict[str, tuple[int, int]] = {}
+    short_counts: dict[str, tuple[int, int]] = {}
+    for at in instants:
+        facts = ActivityFacts("purchase", at, 1_000)
+        result = engine.evaluate(spec, facts, MEMBERS[0], Counters(long_counts), dates=False)
+        engine.apply_counters(long_counts, {}, result.counters)
+        points = replay.points(program, facts, MEMBERS[0], short_counts, {})
+        assert (points, short_counts) == (result.total_points, long_counts)
