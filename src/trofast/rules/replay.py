@@ -99,10 +99,10 @@ class Plan:
 
     def __init__(self, program: engine.CompiledProgram) -> None:
         self.program = program
-        #: per line-filtered rule (by rule index) and per (multiplier, filtered target) pair:
-        #: the lists a line must pass, and the offset of its sums
+        #: per line-filtered rule and per (multiplier, filtered target) pair: the lists a
+        #: line must pass, and the offset of its sums
         self._passes: list[tuple[tuple[engine.LineLists, ...], int]] = []
-        offsets: dict[tuple[int, ...], int] = {}
+        offsets: dict[tuple[engine.LineLists, ...], int] = {}
 
         def lines_of(*rules: engine.CompiledRule) -> tuple[int, _Pick | None]:
             """Where the lines that all `rules` take are: an offset in the scan's sums, or
@@ -111,11 +111,12 @@ class Plan:
             conditions = tuple(c.line_when for c in rules if c.line_when is not None)
             if conditions:
                 return _PICKED, _Pick(lists, conditions)
-            key = tuple(c.index for c in rules)
-            if key not in offsets:
-                offsets[key] = 2 + 3 * len(offsets)  # after the basket's amount and units
-                self._passes.append((lists, offsets[key]))
-            return offsets[key], None
+            # Rules with the same lists share their sums (e.g. a base rate and a partner
+            # rate that leave out the same categories).
+            if lists not in offsets:
+                offsets[lists] = 2 + 3 * len(offsets)  # after the basket's amount and units
+                self._passes.append((lists, offsets[lists]))
+            return offsets[lists], None
 
         self.steps: dict[str, tuple[_Step, ...]] = {}
         #: triggers with rules whose lines are picked (their context is needed at once)
