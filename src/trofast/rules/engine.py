@@ -4,11 +4,13 @@
 once per version (conditions become functions, rules are sorted by (priority, id)); the
 evaluation of one activity then builds one flat context and walks its rules in order.
 
-It runs for every activity received and for every activity of a what-if replay (millions),
-so the work that does not depend on the activity is done at compile time: line filters as
-sets, counter key prefixes, what the context must hold, which rules a given product line
-passes (remembered per program); and what depends only on the local date (the `now.*`
-fields and counter period keys) is computed once per date. benchmarks/rules.py measures it.
+It runs for every activity received, so the work that does not depend on the activity is
+done at compile time: line filters as sets, counter key prefixes, what the context must
+hold, which rules a given product line passes (remembered per program); and what depends
+only on the local date (the `now.*` fields and counter period keys) is computed once per
+date. benchmarks/rules.py measures it. A what-if replay, which needs only the points of
+millions of activities, takes the rules through a plan of its own (rules.replay), held to
+this module's evaluate() by tests (decision 0009).
 """
 
 from __future__ import annotations
@@ -693,8 +695,7 @@ class _Run:
     """One evaluation under way: what its rules share.
 
     The member's counters are read through `count()`: what this evaluation changed, over
-    what it was given. The given mapping is never written to, nor copied (a replay's holds
-    every period the member ever had).
+    what it was given. The given mapping is never written to, nor copied.
     """
 
     __slots__ = (
