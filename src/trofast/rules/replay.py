@@ -230,6 +230,7 @@ class Plan:
                     ctx = engine.rule_context(program, facts, member, day)
                 step = _best_of(candidates, program, facts, member, day, ctx, sums, counts,
                                 program_counters, earned)  # fmt: skip
+            # _taken() inlined: every rule of every activity passes here
             at = step.at
             if at >= 0:
                 if sums is None or not sums[at + 2]:
@@ -238,10 +239,10 @@ class Plan:
             elif at == _ALL:
                 amount, units = (sums[0], sums[1]) if sums is not None else (facts.amount, 1)
             else:
-                taken = _taken(step, facts, sums, day.date, ctx)
-                if taken is None:
+                assert step.pick is not None and ctx is not None
+                amount, units, count = _picked(step.pick, facts.lines, ctx)
+                if not count:
                     continue
-                amount, units = taken
             if amount < step.min_amount:
                 continue
             if step.dated and not _active(step, day.date):
