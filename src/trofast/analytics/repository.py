@@ -80,10 +80,7 @@ def activity_chunks(
         return
     # PostgreSQL: a server-side (named) cursor of the driver, in the caller's transaction,
     # fetching `chunk` rows at a time; parameters bound as SQLAlchemy binds them. Instants
-    # come in the session's time zone: in UTC they carry `datetime.UTC`, which compares
-    # with the replay's UTC bounds eight times faster than the driver's `ZoneInfo("Etc/UTC")`
-    # (the transaction's end restores the session's zone).
-    conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+    # come as `datetime.UTC` (kit.db sets every session's time zone to UTC).
     compiled = stmt.compile(dialect=conn.dialect)
     params = compiled.construct_params()
     for name, value in params.items():

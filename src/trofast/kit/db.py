@@ -200,6 +200,19 @@ def connect(url: str, *, pool_size: int = 8) -> Database:
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, future=True
     )
+
+    @event.listens_for(engine, "connect")
+    def _in_utc(dbapi_conn: Any, _record: Any) -> None:
+        # Timestamps come in the session's time zone. In UTC psycopg gives them
+        # `datetime.UTC`, which compares with other UTC instants eight times faster than
+        # the `ZoneInfo('Etc/UTC')` it gives for a server's default zone (a replay compares
+        # every activity's instant with the bounds of its day and month). Nothing reads a
+        # local date in SQL: the programs' zones are applied in Python.
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        dbapi_conn.execute("SET TIME ZONE 'UTC'")
+        dbapi_conn.autocommit = autocommit
+
     threads = ThreadPoolExecutor(min(PG_WRITERS, pool_size), "trofast-writer")
     return Database(url, engine, engine, threads, max_group=MAX_GROUP)
 
