@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trofast import __version__
 from trofast.activities.endpoints import router as activities_router
+from trofast.analytics.endpoints import router as analytics_router
 from trofast.households.endpoints import router as households_router
 from trofast.http import Services, problem_response
 from trofast.kit.clock import Clock, SystemClock
@@ -82,6 +83,7 @@ def create_app(
         notify_router,
         households_router,
         partners_router,
+        analytics_router,
     ):
         app.include_router(router)
 

@@ -225,6 +225,59 @@ def member_erase(
     )
 
 
+@report_app.command("kpis")
+def report_kpis(
+    program: str = typer.Option(..., help="Program key"),
+    first: str | None = typer.Option(
+        None, "--from", help="First month, YYYY-MM (default: 11 months before --to)"
+    ),
+    last: str | None = typer.Option(None, "--to", help="Last month, YYYY-MM (default: this one)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+    db: str | None = DbOption,
+) -> None:
+    """The program's key figures per month: members, active %, repeat customers %, average
+    purchase of members and non-members, points earned (docs/measurement.md)."""
+    from rich.table import Table
+
+    from trofast.analytics.kpis import kpis
+    from trofast.kit.errors import Problem
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    try:
+        with database.read() as conn:
+            report = kpis(conn, programs.by_key(conn, program), SystemClock().now(), first, last)
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    currency = report.currency
+    table = Table(title=f"Key figures of '{report.program}' ({report.timezone})")
+    for heading in (
+        "Month", "Members", "New", "Active %", "Buyers", "Repeat %", "Purchases",
+        f"Avg ({currency})", "Members' avg", "Others' avg", "Points earned",
+    ):  # fmt: skip
+        table.add_column(heading, justify="left" if heading == "Month" else "right")
+    for m in report.months:
+        table.add_row(
+            m.month, f"{m.members:,}", f"{m.enrolments:,}", _pct(m.active_members_pct),
+            f"{m.buying_members:,}", _pct(m.repeat_customers_pct), f"{m.purchases:,}",
+            _amount(m.average_purchase), _amount(m.average_member_purchase),
+            _amount(m.average_non_member_purchase), f"{m.points_earned:,}",
+        )  # fmt: skip
+    Console(width=max(console.width, 132)).print(table)  # wide enough to cut no number short
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _amount(minor: int | None) -> str:
+    return "-" if minor is None else f"{minor / 100:,.2f}"
+
+
 @report_app.command("settlement")
 def report_settlement(
     month: str = typer.Option(..., help="YYYY-MM, in the program's time zone"),

@@ -36,6 +36,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/v1/members/{ref}", None, "read"),
     ("GET", "/v1/members/{ref}/balance", None, "read"),
     ("GET", "/v1/members/{ref}/ledger", None, "read"),
+    ("GET", "/v1/reports/kpis", None, "read"),
     ("POST", "/v1/members", {"email": "new{n}@example.com"}, "pos"),
     ("PATCH", "/v1/members/{ref}", {"first_name": "Name{n}"}, "pos"),
     (

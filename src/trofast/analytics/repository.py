@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     case,
     cast,
+    func,
     literal_column,
     null,
     or_,
@@ -250,3 +251,47 @@ def tier_changes(conn: Connection, program_id: int, before: datetime) -> list[An
             .order_by(tier_history.c.at, tier_history.c.id)
         ).all()
     )
+
+
+def enrolments(conn: Connection, program_id: int) -> dict[int, datetime]:
+    """When each of the program's members enrolled, by member id."""
+    rows = conn.execute(
+        select(members.c.id, members.c.enrolled_at).where(members.c.program_id == program_id)
+    ).all()
+    return {int(member_id): at for member_id, at in rows}
+
+
+def first_purchases(conn: Connection, program_id: int, before: datetime) -> dict[int, datetime]:
+    """Each member's first purchase before `before`, by member id."""
+    rows = conn.execute(
+        select(activities.c.member_id, func.min(activities.c.occurred_at))
+        .where(
+            activities.c.program_id == program_id,
+            activities.c.type == "purchase",
+            activities.c.member_id.is_not(None),
+            activities.c.occurred_at < before,
+        )
+        .group_by(activities.c.member_id)
+    ).all()
+    return {int(member_id): at for member_id, at in rows}
+
+
+def activity_figures(
+    conn: Connection, program_id: int, start: datetime, end: datetime
+) -> Iterator[Any]:
+    """(type, member id, occurred_at, amount, points) of each activity in [start, end)."""
+    result = conn.execute(
+        select(  # in the database's order: each row goes to its month by bisection
+            activities.c.type,
+            activities.c.member_id,
+            activities.c.occurred_at,
+            activities.c.amount,
+            activities.c.points,
+        ).where(
+            activities.c.program_id == program_id,
+            activities.c.occurred_at >= start,
+            activities.c.occurred_at < end,
+        ),
+        execution_options={"yield_per": 10_000},
+    )
+    return iter(result)

@@ -9,14 +9,13 @@ partner a `PartnerRedeem` (redemption to the partner's account: the program owes
 
 from __future__ import annotations
 
-import calendar
-import re
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from trofast.kit import pagination
+from trofast.kit.clock import month_bounds
 from trofast.kit.errors import Problem, conflict, invalid, not_found
 from trofast.kit.idempotency import request_hash
 from trofast.kit.orm import AnyRow
@@ -40,8 +39,6 @@ from trofast.programs.service import ProgramVersion, load_version
 from trofast.rewards import service as rewards
 from trofast.rewards.schemas import BasketIn, VoucherOut
 from trofast.rules import engine
-
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 def partner_of(program: ProgramVersion, partner_id: str | None) -> Partner:
@@ -362,20 +359,6 @@ def consume_voucher(
 # -- settlement -------------------------------------------------------------------------------
 
 
-def month_bounds(program: ProgramVersion, month: str) -> tuple[datetime, datetime]:
-    """[start, end) in UTC of a calendar month in the program's time zone."""
-    found = MONTH.match(month)
-    if found is None:
-        raise invalid("invalid_month", f"{month!r} is not a month such as 2026-01.")
-    year, number = int(found.group(1)), int(found.group(2))
-    zone = program.spec.zone
-    start = datetime(year, number, 1, tzinfo=zone)
-    days = calendar.monthrange(year, number)[1]
-    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=zone)
-    assert (end.replace(tzinfo=None) - start.replace(tzinfo=None)).days == days
-    return start.astimezone(UTC), end.astimezone(UTC)
-
-
 def value(hundredths: int) -> int:
     """Money in minor units of a sum of points x price (1/100 minor units per point), rounded
     down once on the month's total (as `point_value` is)."""
@@ -388,7 +371,7 @@ def settlement(conn: Connection, program: ProgramVersion, month: str) -> Settlem
     Each flow is valued at the prices in force when it happened: those of the program
     version it was posted under (a return: that of the purchase it returns), so a price
     change never re-values a past month."""
-    start, end = month_bounds(program, month)
+    start, end = month_bounds(program.spec.zone, month)
     flows = repository.settlement_flows(conn, program.program_id, start, end)
     versions = {program.version: program}
 

@@ -1,0 +1,176 @@
+"""The program's key figures per calendar month: the table of seed 004 (repeat customers,
+average purchase, active members) and what it rests on (members, enrolments, purchases of
+members and of non-members, points earned).
+
+Months are calendar months in the program's time zone. The figures are read from the
+stored activities and members, as they are now: a member erased since still counts in the
+months it was a member (its rows stay, without personal data).
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection
+
+from trofast.analytics import repository
+from trofast.analytics.tiers import month_boundaries
+from trofast.kit.clock import month_bounds
+from trofast.kit.errors import invalid
+from trofast.programs.service import ProgramVersion
+
+#: The longest report (ten years of months).
+MAX_MONTHS = 120
+
+
+class MonthKpis(BaseModel):
+    """One month's figures. Money in minor units of the program's currency."""
+
+    month: str = Field(description="YYYY-MM, in the program's time zone")
+    members: int = Field(description="Members enrolled by the end of the month")
+    enrolments: int = Field(description="Members enrolled in the month")
+    active_members: int = Field(
+        description="Members (enrolled by the end of the month) with a purchase or an event in it"
+    )
+    active_members_pct: float | None = Field(description="active_members / members, in %")
+    buying_members: int = Field(description="Members with a purchase in the month")
+    repeat_customers: int = Field(
+        description="Buying members who had made a purchase before the month"
+    )
+    repeat_customers_pct: float | None = Field(description="repeat_customers / buying_members, %")
+    purchases: int = Field(description="Purchases, by members and without a member")
+    member_purchases: int
+    revenue: int = Field(description="Sum of the purchases' amounts (returns not deducted)")
+    member_revenue: int
+    returned: int = Field(description="Sum of the amounts of the month's returns")
+    average_purchase: int | None = Field(description="revenue / purchases, rounded")
+    average_member_purchase: int | None
+    average_non_member_purchase: int | None
+    points_earned: int = Field(
+        description="Points of the month's activities as answered (returns take theirs back)"
+    )
+
+
+class KpisOut(BaseModel):
+    program: str
+    currency: str
+    timezone: str
+    months: list[MonthKpis]
+
+
+def kpis(
+    conn: Connection,
+    program: ProgramVersion,
+    now: datetime,
+    first: str | None = None,
+    last: str | None = None,
+) -> KpisOut:
+    """The figures of each month from `first` to `last` ("YYYY-MM", both included; by
+    default the twelve months that end with the one of `now`)."""
+    zone = program.spec.zone
+    if last is None:
+        last = now.astimezone(zone).strftime("%Y-%m")
+    last_start, end = month_bounds(zone, last)
+    if first is None:
+        local = last_start.astimezone(zone)
+        index = local.year * 12 + local.month - 12  # eleven months before `last`
+        first = f"{index // 12:04d}-{index % 12 + 1:02d}"
+    start, _ = month_bounds(zone, first)
+    if last_start < start:
+        raise invalid(
+            "invalid_period", f"The report would end ({last}) before it begins ({first})."
+        )
+    ends = month_boundaries(zone, start, end)
+    if len(ends) > MAX_MONTHS:
+        raise invalid("invalid_period", f"A report covers at most {MAX_MONTHS} months.")
+    starts = [start, *ends[:-1]]
+    program_id = program.program_id
+    months = [_Month() for _ in starts]
+    for kind, member_id, occurred_at, amount, points in repository.activity_figures(
+        conn, program_id, start, end
+    ):
+        months[bisect.bisect_right(starts, occurred_at) - 1].add(
+            kind, member_id, amount or 0, points
+        )
+    enrolled_at = repository.enrolments(conn, program_id)
+    enrolled = sorted(enrolled_at.values())
+    first_purchases = repository.first_purchases(conn, program_id, end)
+    return KpisOut(
+        program=program.spec.key,
+        currency=program.spec.currency,
+        timezone=program.spec.timezone,
+        months=[
+            month.figures(
+                month_start.astimezone(zone).strftime("%Y-%m"),
+                # a purchase sent afterwards may be dated before its member enrolled
+                active=sum(1 for member in month.active if enrolled_at[member] < month_end),
+                members=bisect.bisect_left(enrolled, month_end),
+                enrolments=bisect.bisect_left(enrolled, month_end)
+                - bisect.bisect_left(enrolled, month_start),
+                repeat=sum(1 for member in month.buyers if first_purchases[member] < month_start),
+            )
+            for month, month_start, month_end in zip(months, starts, ends, strict=True)
+        ],
+    )
+
+
+class _Month:
+    """What one month's activities add up to."""
+
+    def __init__(self) -> None:
+        self.active: set[int] = set()
+        self.buyers: set[int] = set()
+        self.purchases = self.member_purchases = 0
+        self.revenue = self.member_revenue = self.returned = self.points = 0
+
+    def add(self, kind: str, member_id: int | None, amount: int, points: int) -> None:
+        self.points += points
+        if kind == "return":
+            self.returned += amount
+            return
+        if member_id is not None:
+            self.active.add(member_id)
+        if kind != "purchase":
+            return
+        self.purchases += 1
+        self.revenue += amount
+        if member_id is not None:
+            self.buyers.add(member_id)
+            self.member_purchases += 1
+            self.member_revenue += amount
+
+    def figures(
+        self, label: str, *, active: int, members: int, enrolments: int, repeat: int
+    ) -> MonthKpis:
+        non_members = self.purchases - self.member_purchases
+        return MonthKpis(
+            month=label,
+            members=members,
+            enrolments=enrolments,
+            active_members=active,
+            active_members_pct=_percent(active, members),
+            buying_members=len(self.buyers),
+            repeat_customers=repeat,
+            repeat_customers_pct=_percent(repeat, len(self.buyers)),
+            purchases=self.purchases,
+            member_purchases=self.member_purchases,
+            revenue=self.revenue,
+            member_revenue=self.member_revenue,
+            returned=self.returned,
+            average_purchase=_average(self.revenue, self.purchases),
+            average_member_purchase=_average(self.member_revenue, self.member_purchases),
+            average_non_member_purchase=_average(self.revenue - self.member_revenue, non_members),
+            points_earned=self.points,
+        )
+
+
+def _percent(part: int, whole: int) -> float | None:
+    """part / whole in %, to one decimal; None when there is no whole."""
+    return round(100 * part / whole, 1) if whole else None
+
+
+def _average(total: int, count: int) -> int | None:
+    """total / count rounded half up (money in minor units); None for no count."""
+    return (2 * total + count) // (2 * count) if count else None

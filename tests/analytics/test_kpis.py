@@ -1,0 +1,199 @@
+"""The key figures per month (`GET /v1/reports/kpis`, `trofast report kpis`): exact figures
+of a small history across the program's month boundaries, defaults, bad periods, keys of
+another program, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from trofast.cli import app
+from trofast.kit.clock import FixedClock
+from trofast.kit.db import Database
+from trofast.programs.service import ProgramVersion
+
+Headers = dict[str, str]
+Json = dict[str, Any]
+runner = CliRunner()
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _history(
+    client: TestClient, clock: FixedClock, pos: Headers, enrol: Callable[..., Json]
+) -> None:
+    """Five members, a quarter of purchases, a return and a visit (Europe/Stockholm)."""
+    members: dict[str, Json] = {}
+    for name, enrolled in (
+        ("a", "2026-01-10 09:00"),
+        ("b", "2026-01-10 09:00"),
+        ("e", "2026-01-31 23:30"),  # 00:30 on 1 February in Stockholm
+        ("c", "2026-02-05 09:00"),
+        ("d", "2026-03-02 09:00"),
+    ):
+        clock.set(_at(enrolled))
+        members[name] = enrol(pos)
+    clock.set(_at("2026-03-10 12:00"))
+
+    def send(ext: str, who: str | None, at: str, **body: Any) -> None:
+        body = {"external_id": ext, "occurred_at": _at(at).isoformat(), **body}
+        if who is not None:
+            body["member_id"] = members[who]["id"]
+        r = client.post("/v1/activities", json=body, headers=pos)
+        assert r.status_code == 201, r.text
+
+    def buy(ext: str, who: str | None, at: str, amount: int) -> None:
+        send(ext, who, at, type="purchase", amount=amount, currency="SEK")
+
+    buy("a-jan", "a", "2026-01-12 10:00", 10_000)
+    buy("anon-jan", None, "2026-01-20 10:00", 7_000)
+    buy("b-feb", "b", "2026-01-31 23:30", 5_000)  # February in Stockholm
+    buy("a-feb", "a", "2026-02-03 10:00", 20_000)
+    buy("c-feb-1", "c", "2026-02-10 10:00", 30_000)
+    buy("c-feb-2", "c", "2026-02-20 10:00", 10_000)
+    buy("anon-feb", None, "2026-02-14 10:00", 3_001)
+    buy("d-before", "d", "2026-02-27 10:00", 2_000)  # a receipt from before d enrolled
+    send("a-ret", None, "2026-02-25 10:00", type="return", original_external_id="a-jan")
+    send("b-visit", "b", "2026-03-02 10:00", type="event", event_type="visit")
+
+
+def test_figures_per_month_in_the_programs_time_zone(
+    client: TestClient,
+    clock: FixedClock,
+    program: ProgramVersion,
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    _history(client, clock, key_for(program, "pos"), enrol)
+    r = client.get("/v1/reports/kpis?from=2026-01&to=2026-03", headers=key_for(program, "read"))
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert (report["currency"], report["timezone"]) == ("SEK", "Europe/Stockholm")
+    january, february, march = report["months"]
+    assert january == {
+        "month": "2026-01",
+        "members": 2,
+        "enrolments": 2,
+        "active_members": 1,
+        "active_members_pct": 50.0,
+        "buying_members": 1,
+        "repeat_customers": 0,
+        "repeat_customers_pct": 0.0,
+        "purchases": 2,
+        "member_purchases": 1,
+        "revenue": 17_000,
+        "member_revenue": 10_000,
+        "returned": 0,
+        "average_purchase": 8_500,
+        "average_member_purchase": 10_000,
+        "average_non_member_purchase": 7_000,
+        "points_earned": 10,
+    }
+    assert february == {
+        "month": "2026-02",
+        "members": 4,  # e enrolled at 00:30 on 1 February, local time
+        "enrolments": 2,
+        "active_members": 3,  # d bought, but was no member yet
+        "active_members_pct": 75.0,
+        "buying_members": 4,
+        "repeat_customers": 1,  # a bought in January; b, c and d bought first now
+        "repeat_customers_pct": 25.0,
+        "purchases": 6,
+        "member_purchases": 5,
+        "revenue": 70_001,
+        "member_revenue": 67_000,
+        "returned": 10_000,
+        "average_purchase": 11_667,  # 11,666.83
+        "average_member_purchase": 13_400,
+        "average_non_member_purchase": 3_001,
+        "points_earned": 5 + 20 + 30 + 10 + 2 - 10,
+    }
+    assert march == {
+        "month": "2026-03",
+        "members": 5,
+        "enrolments": 1,
+        "active_members": 1,  # a visit
+        "active_members_pct": 20.0,
+        "buying_members": 0,
+        "repeat_customers": 0,
+        "repeat_customers_pct": None,
+        "purchases": 0,
+        "member_purchases": 0,
+        "revenue": 0,
+        "member_revenue": 0,
+        "returned": 0,
+        "average_purchase": None,
+        "average_member_purchase": None,
+        "average_non_member_purchase": None,
+        "points_earned": 0,
+    }
+    # By default the twelve months that end with this one (the clock: March 2026).
+    default = client.get("/v1/reports/kpis", headers=key_for(program, "read")).json()["months"]
+    assert [m["month"] for m in default] == [f"2025-{n:02d}" for n in range(4, 13)] + [
+        "2026-01",
+        "2026-02",
+        "2026-03",
+    ]
+    assert default[-3:] == report["months"]
+
+
+def test_bad_periods_are_refused_and_other_programs_see_nothing(
+    client: TestClient,
+    clock: FixedClock,
+    program: ProgramVersion,
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+    problem: Callable[..., Json],
+) -> None:
+    _history(client, clock, key_for(program, "pos"), enrol)
+    read = key_for(program, "read")
+    for query, code in (
+        ("from=2026-13", "invalid_month"),
+        ("to=March", "invalid_month"),
+        ("from=2026-03&to=2026-01", "invalid_period"),
+        ("from=2016-03&to=2026-03", "invalid_period"),  # 121 months
+    ):
+        problem(client.get(f"/v1/reports/kpis?{query}", headers=read), 422, code)
+    assert len(client.get("/v1/reports/kpis?from=2016-04&to=2026-03", headers=read).json()[
+        "months"
+    ]) == 120  # fmt: skip
+    problem(client.get("/v1/reports/kpis"), 401, "unauthorized")
+    other = make_program(timezone="UTC")
+    months = client.get(
+        "/v1/reports/kpis?from=2026-01&to=2026-03", headers=key_for(other, "admin")
+    ).json()["months"]
+    assert [(m["members"], m["purchases"], m["points_earned"]) for m in months] == [(0, 0, 0)] * 3
+
+
+def test_cli_prints_the_report_as_a_table_and_as_json(
+    db: Database,
+    client: TestClient,
+    clock: FixedClock,
+    program: ProgramVersion,
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    _history(client, clock, key_for(program, "pos"), enrol)
+    period = ["--from", "2026-01", "--to", "2026-03"]
+    args = ["report", "kpis", "--program", program.spec.key, *period, "--db", db.url]
+    out = runner.invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    api = client.get("/v1/reports/kpis?from=2026-01&to=2026-03", headers=key_for(program, "read"))
+    assert json.loads(out.output) == api.json()
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    february = next(line for line in table.output.splitlines() if "2026-02" in line)
+    assert [cell.strip() for cell in february.strip("│ ").split("│")] == [
+        "2026-02", "4", "2", "75.0", "4", "25.0", "6", "116.67", "134.00", "30.01", "57",
+    ]  # fmt: skip
+    bad = runner.invoke(app, ["report", "kpis", "--program", program.spec.key, "--from", "x",
+                              "--db", db.url])  # fmt: skip
+    assert bad.exit_code == 1 and "is not a month" in bad.output
