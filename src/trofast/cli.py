@@ -236,7 +236,8 @@ def report_kpis(
     db: str | None = DbOption,
 ) -> None:
     """The program's key figures per month: members, active %, repeat customers %, average
-    purchase of members and non-members, points earned (docs/measurement.md)."""
+    purchase of members and non-members, points earned, redeemed and expired, liability
+    (docs/measurement.md)."""
     from rich.table import Table
 
     from trofast.analytics.kpis import kpis
@@ -257,7 +258,8 @@ def report_kpis(
     table = Table(title=f"Key figures of '{report.program}' ({report.timezone})")
     for heading in (
         "Month", "Members", "New", "Active %", "Buyers", "Repeat %", "Purchases",
-        f"Avg ({currency})", "Members' avg", "Others' avg", "Points earned",
+        f"Avg ({currency})", "Members' avg", "Others' avg", "Points earned", "Redeemed",
+        "Expired", f"Liability ({currency})", "Redemption %",
     ):  # fmt: skip
         table.add_column(heading, justify="left" if heading == "Month" else "right")
     for m in report.months:
@@ -266,8 +268,10 @@ def report_kpis(
             f"{m.buying_members:,}", _pct(m.repeat_customers_pct), f"{m.purchases:,}",
             _amount(m.average_purchase), _amount(m.average_member_purchase),
             _amount(m.average_non_member_purchase), f"{m.points_earned:,}",
+            f"{m.points_redeemed:,}", f"{m.points_expired:,}", _amount(m.liability_value),
+            _pct(m.redemption_rate_pct),
         )  # fmt: skip
-    Console(width=max(console.width, 132)).print(table)  # wide enough to cut no number short
+    Console(width=max(console.width, 190)).print(table)  # wide enough to cut no number short
 
 
 def _pct(value: float | None) -> str:

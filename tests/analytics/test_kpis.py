@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -16,6 +16,7 @@ from trofast.cli import app
 from trofast.kit.clock import FixedClock
 from trofast.kit.db import Database
 from trofast.programs.service import ProgramVersion
+from trofast.worker.jobs import run_due
 
 Headers = dict[str, str]
 Json = dict[str, Any]
@@ -27,9 +28,10 @@ def _at(text: str) -> datetime:
 
 
 def _history(
-    client: TestClient, clock: FixedClock, pos: Headers, enrol: Callable[..., Json]
+    client: TestClient, clock: FixedClock, pos: Headers, admin: Headers, enrol: Callable[..., Json]
 ) -> None:
-    """Five members, a quarter of purchases, a return and a visit (Europe/Stockholm)."""
+    """Five members, a quarter of purchases, a return, a visit, a spend and an adjustment
+    (Europe/Stockholm). Each is sent when it happens, but for one receipt sent late."""
     members: dict[str, Json] = {}
     for name, enrolled in (
         ("a", "2026-01-10 09:00"),
@@ -40,17 +42,17 @@ def _history(
     ):
         clock.set(_at(enrolled))
         members[name] = enrol(pos)
-    clock.set(_at("2026-03-10 12:00"))
 
-    def send(ext: str, who: str | None, at: str, **body: Any) -> None:
+    def send(ext: str, who: str | None, at: str, sent: str | None = None, **body: Any) -> None:
+        clock.set(_at(sent or at) + timedelta(minutes=5))
         body = {"external_id": ext, "occurred_at": _at(at).isoformat(), **body}
         if who is not None:
             body["member_id"] = members[who]["id"]
         r = client.post("/v1/activities", json=body, headers=pos)
         assert r.status_code == 201, r.text
 
-    def buy(ext: str, who: str | None, at: str, amount: int) -> None:
-        send(ext, who, at, type="purchase", amount=amount, currency="SEK")
+    def buy(ext: str, who: str | None, at: str, amount: int, sent: str | None = None) -> None:
+        send(ext, who, at, sent, type="purchase", amount=amount, currency="SEK")
 
     buy("a-jan", "a", "2026-01-12 10:00", 10_000)
     buy("anon-jan", None, "2026-01-20 10:00", 7_000)
@@ -59,19 +61,29 @@ def _history(
     buy("c-feb-1", "c", "2026-02-10 10:00", 30_000)
     buy("c-feb-2", "c", "2026-02-20 10:00", 10_000)
     buy("anon-feb", None, "2026-02-14 10:00", 3_001)
-    buy("d-before", "d", "2026-02-27 10:00", 2_000)  # a receipt from before d enrolled
+    # a receipt from before d enrolled, sent in March: its points are March's in the ledger
+    buy("d-before", "d", "2026-02-27 10:00", 2_000, sent="2026-03-03 10:00")
     send("a-ret", None, "2026-02-25 10:00", type="return", original_external_id="a-jan")
-    send("b-visit", "b", "2026-03-02 10:00", type="event", event_type="visit")
+    send("b-visit", "b", "2026-03-04 10:00", type="event", event_type="visit")
+    clock.set(_at("2026-03-05 10:00"))
+    spend = {"points": 25, "reference": "s1"}
+    r = client.post(f"/v1/members/{members['c']['id']}/spend", json=spend, headers=pos)
+    assert r.status_code in (200, 201), r.text
+    goodwill = {"points": 7, "reason": "goodwill", "reference": "g1"}
+    r = client.post(f"/v1/members/{members['b']['id']}/adjustments", json=goodwill, headers=admin)
+    assert r.status_code in (200, 201), r.text
+    clock.set(_at("2026-03-10 12:00"))
 
 
 def test_figures_per_month_in_the_programs_time_zone(
     client: TestClient,
     clock: FixedClock,
-    program: ProgramVersion,
+    make_program: Callable[..., ProgramVersion],
     key_for: Callable[..., Headers],
     enrol: Callable[..., Json],
 ) -> None:
-    _history(client, clock, key_for(program, "pos"), enrol)
+    program = make_program(point_value=50)  # half an öre a point
+    _history(client, clock, key_for(program, "pos"), key_for(program, "admin"), enrol)
     r = client.get("/v1/reports/kpis?from=2026-01&to=2026-03", headers=key_for(program, "read"))
     assert r.status_code == 200, r.text
     report = r.json()
@@ -95,6 +107,14 @@ def test_figures_per_month_in_the_programs_time_zone(
         "average_member_purchase": 10_000,
         "average_non_member_purchase": 7_000,
         "points_earned": 10,
+        "points_issued": 10,
+        "points_redeemed": 0,
+        "points_expired": 0,
+        "points_adjusted": 0,
+        "liability_points": 10,
+        "liability_value": 5,
+        "redemption_rate_pct": 0.0,
+        "breakage_pct": 0.0,
     }
     assert february == {
         "month": "2026-02",
@@ -114,6 +134,14 @@ def test_figures_per_month_in_the_programs_time_zone(
         "average_member_purchase": 13_400,
         "average_non_member_purchase": 3_001,
         "points_earned": 5 + 20 + 30 + 10 + 2 - 10,
+        "points_issued": 5 + 20 + 30 + 10 - 10,  # d's 2 points were posted in March
+        "points_redeemed": 0,
+        "points_expired": 0,
+        "points_adjusted": 0,
+        "liability_points": 65,
+        "liability_value": 32,  # 32.5 öre, rounded down
+        "redemption_rate_pct": 0.0,
+        "breakage_pct": 0.0,
     }
     assert march == {
         "month": "2026-03",
@@ -133,6 +161,14 @@ def test_figures_per_month_in_the_programs_time_zone(
         "average_member_purchase": None,
         "average_non_member_purchase": None,
         "points_earned": 0,
+        "points_issued": 2,
+        "points_redeemed": 25,
+        "points_expired": 0,
+        "points_adjusted": 7,
+        "liability_points": 65 + 2 - 25 + 7,
+        "liability_value": 24,
+        "redemption_rate_pct": 37.3,  # 25 of the 67 issued
+        "breakage_pct": 0.0,
     }
     # By default the twelve months that end with this one (the clock: March 2026).
     default = client.get("/v1/reports/kpis", headers=key_for(program, "read")).json()["months"]
@@ -144,6 +180,53 @@ def test_figures_per_month_in_the_programs_time_zone(
     assert default[-3:] == report["months"]
 
 
+def test_expired_points_are_breakage(
+    db: Database,
+    client: TestClient,
+    clock: FixedClock,
+    make_program: Callable[..., ProgramVersion],
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+) -> None:
+    program = make_program(expiry={"kind": "after_months", "months": 1})
+    pos = key_for(program, "pos")
+    member = enrol(pos)  # 15 January 2026
+    purchase = {"type": "purchase", "external_id": "p1", "amount": 30_000, "currency": "SEK"}
+    assert client.post("/v1/activities", json={**purchase, "member_id": member["id"]},
+                       headers=pos).status_code == 201  # fmt: skip
+    spend = {"points": 10, "reference": "s1"}
+    assert client.post(f"/v1/members/{member['id']}/spend", json=spend, headers=pos).is_success
+    clock.set(_at("2026-02-20 12:00"))
+    assert run_due(db, clock).expired == 1
+    r = client.get("/v1/reports/kpis?from=2026-01&to=2026-02", headers=pos)
+    ledger = [
+        {k: m[k] for k in m if k.startswith(("points_", "liability_points", "redemption", "break"))}
+        for m in r.json()["months"]
+    ]
+    assert ledger == [
+        {
+            "points_earned": 30,
+            "points_issued": 30,
+            "points_redeemed": 10,
+            "points_expired": 0,
+            "points_adjusted": 0,
+            "liability_points": 20,
+            "redemption_rate_pct": 33.3,
+            "breakage_pct": 0.0,
+        },
+        {
+            "points_earned": 0,
+            "points_issued": 0,
+            "points_redeemed": 0,
+            "points_expired": 20,
+            "points_adjusted": 0,
+            "liability_points": 0,
+            "redemption_rate_pct": 33.3,
+            "breakage_pct": 66.7,
+        },
+    ]
+
+
 def test_bad_periods_are_refused_and_other_programs_see_nothing(
     client: TestClient,
     clock: FixedClock,
@@ -153,7 +236,7 @@ def test_bad_periods_are_refused_and_other_programs_see_nothing(
     enrol: Callable[..., Json],
     problem: Callable[..., Json],
 ) -> None:
-    _history(client, clock, key_for(program, "pos"), enrol)
+    _history(client, clock, key_for(program, "pos"), key_for(program, "admin"), enrol)
     read = key_for(program, "read")
     for query, code in (
         ("from=2026-13", "invalid_month"),
@@ -181,7 +264,7 @@ def test_cli_prints_the_report_as_a_table_and_as_json(
     key_for: Callable[..., Headers],
     enrol: Callable[..., Json],
 ) -> None:
-    _history(client, clock, key_for(program, "pos"), enrol)
+    _history(client, clock, key_for(program, "pos"), key_for(program, "admin"), enrol)
     period = ["--from", "2026-01", "--to", "2026-03"]
     args = ["report", "kpis", "--program", program.spec.key, *period, "--db", db.url]
     out = runner.invoke(app, [*args, "--json"])
@@ -192,7 +275,8 @@ def test_cli_prints_the_report_as_a_table_and_as_json(
     assert table.exit_code == 0, table.output
     february = next(line for line in table.output.splitlines() if "2026-02" in line)
     assert [cell.strip() for cell in february.strip("│ ").split("│")] == [
-        "2026-02", "4", "2", "75.0", "4", "25.0", "6", "116.67", "134.00", "30.01", "57",
+        "2026-02", "4", "2", "75.0", "4", "25.0", "6", "116.67", "134.00", "30.01", "57", "0",
+        "0", "0.00", "0.0",
     ]  # fmt: skip
     bad = runner.invoke(app, ["report", "kpis", "--program", program.spec.key, "--from", "x",
                               "--db", db.url])  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
@@ -50,6 +51,20 @@ class MonthKpis(BaseModel):
     average_non_member_purchase: int | None
     points_earned: int = Field(
         description="Points of the month's activities as answered (returns take theirs back)"
+    )
+    points_issued: int = Field(
+        description="Points posted to members (vested) in the month, net of those taken back"
+    )
+    points_redeemed: int = Field(description="Points spent in the month, net of refunds")
+    points_expired: int = Field(description="Points that expired in the month")
+    points_adjusted: int = Field(description="Net manual adjustments in the month")
+    liability_points: int = Field(description="Points held by members at the month's end")
+    liability_value: int = Field(description="liability_points at the program's point_value")
+    redemption_rate_pct: float | None = Field(
+        description="Points redeemed / points issued since the program began, to the month's end"
+    )
+    breakage_pct: float | None = Field(
+        description="Points expired / points issued since the program began, to the month's end"
     )
 
 
@@ -94,6 +109,11 @@ def kpis(
         months[bisect.bisect_right(starts, occurred_at) - 1].add(
             kind, member_id, amount or 0, points
         )
+    books = _Books(starts)
+    for created_at, amount, debited, credited in repository.member_point_flows(
+        conn, program_id, end
+    ):
+        books.add(created_at, amount, debited, credited)
     enrolled_at = repository.enrolments(conn, program_id)
     enrolled = sorted(enrolled_at.values())
     first_purchases = repository.first_purchases(conn, program_id, end)
@@ -110,8 +130,11 @@ def kpis(
                 enrolments=bisect.bisect_left(enrolled, month_end)
                 - bisect.bisect_left(enrolled, month_start),
                 repeat=sum(1 for member in month.buyers if first_purchases[member] < month_start),
+                **books.figures(i, program.spec.point_value),
             )
-            for month, month_start, month_end in zip(months, starts, ends, strict=True)
+            for i, (month, month_start, month_end) in enumerate(
+                zip(months, starts, ends, strict=True)
+            )
         ],
     )
 
@@ -142,7 +165,14 @@ class _Month:
             self.member_revenue += amount
 
     def figures(
-        self, label: str, *, active: int, members: int, enrolments: int, repeat: int
+        self,
+        label: str,
+        *,
+        active: int,
+        members: int,
+        enrolments: int,
+        repeat: int,
+        **ledger: Any,
     ) -> MonthKpis:
         non_members = self.purchases - self.member_purchases
         return MonthKpis(
@@ -163,7 +193,58 @@ class _Month:
             average_member_purchase=_average(self.member_revenue, self.member_purchases),
             average_non_member_purchase=_average(self.revenue - self.member_revenue, non_members),
             points_earned=self.points,
+            **ledger,
         )
+
+
+#: What a posted transfer between a member and a system account is, by the system account.
+_FLOW = {
+    "issuance": "issued",
+    "partner_issuance": "issued",
+    "redemption": "redeemed",
+    "partner_redemption": "redeemed",
+    "breakage": "expired",
+}
+
+
+class _Books:
+    """The members' points per month from the ledger: what came in and went out, and what
+    they held at each month's end (everything before the first month is its opening)."""
+
+    def __init__(self, starts: list[datetime]) -> None:
+        self.starts = starts
+        self.opening = {"issued": 0, "redeemed": 0, "expired": 0, "adjusted": 0}
+        self.months = [dict.fromkeys(self.opening, 0) for _ in starts]
+
+    def add(self, at: datetime, amount: int, debited: str, credited: str) -> None:
+        """One transfer: into a member's account when `credited` is the member's."""
+        into_member = credited == "member"
+        flow = _FLOW.get(debited if into_member else credited, "adjusted")
+        # issued and adjusted count what members gain; redeemed and expired what they lose
+        gained = amount if into_member else -amount
+        index = bisect.bisect_right(self.starts, at) - 1
+        totals = self.opening if index < 0 else self.months[index]
+        totals[flow] += gained if flow in ("issued", "adjusted") else -gained
+
+    def figures(self, index: int, point_value: int) -> dict[str, Any]:
+        """The ledger's figures of month `index` (and the lifetime ones to its end)."""
+        month = self.months[index]
+        lifetime = dict(self.opening)
+        for earlier in self.months[: index + 1]:
+            for flow, points in earlier.items():
+                lifetime[flow] += points
+        held = lifetime["issued"] + lifetime["adjusted"] - lifetime["redeemed"]
+        held -= lifetime["expired"]
+        return {
+            "points_issued": month["issued"],
+            "points_redeemed": month["redeemed"],
+            "points_expired": month["expired"],
+            "points_adjusted": month["adjusted"],
+            "liability_points": held,
+            "liability_value": held * point_value // 100,
+            "redemption_rate_pct": _percent(lifetime["redeemed"], lifetime["issued"]),
+            "breakage_pct": _percent(lifetime["expired"], lifetime["issued"]),
+        }
 
 
 def _percent(part: int, whole: int) -> float | None:

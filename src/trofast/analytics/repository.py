@@ -22,10 +22,13 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
+from sqlalchemy.orm import aliased
 
 from trofast.activities.models import activities
 from trofast.kit.orm import AnyRow
+from trofast.ledger.audit import POSTED
 from trofast.ledger.models import accounts, ledger_transactions, transfers
+from trofast.ledger.service import MEMBER
 from trofast.members.models import members
 from trofast.rewards.models import vouchers
 from trofast.tiers.models import tier_history
@@ -291,6 +294,29 @@ def activity_figures(
             activities.c.program_id == program_id,
             activities.c.occurred_at >= start,
             activities.c.occurred_at < end,
+        ),
+        execution_options={"yield_per": 10_000},
+    )
+    return iter(result)
+
+
+def member_point_flows(conn: Connection, program_id: int, before: datetime) -> Iterator[Any]:
+    """(created_at, amount, debited kind, credited kind) of each posted transfer of points
+    between a member account and a system account made before `before`. Transfers between
+    two members (through the `transfer` account) are both sides of it and are left out."""
+    debited, credited = aliased(accounts), aliased(accounts)
+    result = conn.execute(
+        select(transfers.c.created_at, transfers.c.amount, debited.c.kind, credited.c.kind)
+        .join(debited, debited.c.id == transfers.c.debit_account_id)
+        .join(credited, credited.c.id == transfers.c.credit_account_id)
+        .where(
+            transfers.c.program_id == program_id,
+            transfers.c.phase.in_(POSTED),
+            transfers.c.created_at < before,
+            debited.c.unit == "points",
+            (debited.c.kind == MEMBER) != (credited.c.kind == MEMBER),
+            debited.c.kind != "transfer",
+            credited.c.kind != "transfer",
         ),
         execution_options={"yield_per": 10_000},
     )
