@@ -274,6 +274,51 @@ def report_kpis(
     Console(width=max(console.width, 190)).print(table)  # wide enough to cut no number short
 
 
+@report_app.command("cohorts")
+def report_cohorts(
+    program: str = typer.Option(..., help="Program key"),
+    first: str | None = typer.Option(
+        None, "--from", help="First enrolment month, YYYY-MM (default: 11 months before --to)"
+    ),
+    last: str | None = typer.Option(
+        None, "--to", help="Last enrolment month, YYYY-MM (default: this one)"
+    ),
+    value: bool = typer.Option(
+        False, "--value", help="Net revenue per member to date instead of the share who bought"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+    db: str | None = DbOption,
+) -> None:
+    """Members by enrolment month, followed month by month: the share who bought in each
+    month since, or (--value) their net revenue per member to date (docs/measurement.md)."""
+    from rich.table import Table
+
+    from trofast.analytics.cohorts import cohorts
+    from trofast.kit.errors import Problem
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    try:
+        with database.read() as conn:
+            report = cohorts(conn, programs.by_key(conn, program), SystemClock().now(), first, last)
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    shown = f"net revenue per member to date ({report.currency})" if value else "% who bought"
+    table = Table(title=f"Cohorts of '{report.program}' to {report.as_of}: {shown}")
+    table.add_column("Enrolled")
+    table.add_column("Members", justify="right")
+    for since in range(max((len(c.value_per_member) for c in report.cohorts), default=0)):
+        table.add_column(f"+{since}", justify="right")
+    for c in report.cohorts:
+        cells = [_amount(v) for v in c.value_per_member] if value else map(_pct, c.buying_pct)
+        table.add_row(c.cohort, f"{c.members:,}", *cells)
+    Console(width=max(console.width, 30 + 13 * len(table.columns))).print(table)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 

@@ -1,10 +1,11 @@
-"""HTTP: the program's key figures per month (any key of the program may read them)."""
+"""HTTP: the program's reports: key figures per month and cohorts (any key of the program
+may read them)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from trofast.analytics import kpis
+from trofast.analytics import cohorts, kpis
 from trofast.http import Services, require, services
 from trofast.kit.auth import Principal, Scope
 from trofast.programs import service as programs
@@ -29,3 +30,22 @@ def key_figures(
     with svc.db.read() as conn:
         program = programs.current(conn, principal.program_id)
         return kpis.kpis(conn, program, svc.clock.now(), first, last)
+
+
+@router.get("/v1/reports/cohorts", response_model=cohorts.CohortsOut)
+def enrolment_cohorts(
+    first: str | None = Query(
+        None, alias="from", description="First enrolment month, YYYY-MM (default: 11 before `to`)"
+    ),
+    last: str | None = Query(
+        None, alias="to", description="Last enrolment month, YYYY-MM (default: this month)"
+    ),
+    principal: Principal = Depends(require(Scope.read)),
+    svc: Services = Depends(services),
+) -> cohorts.CohortsOut:
+    """Members by enrolment month, followed month by month to this one: the share who
+    bought in each month since, and their net revenue per member to date (historical
+    lifetime value). docs/measurement.md defines each figure."""
+    with svc.db.read() as conn:
+        program = programs.current(conn, principal.program_id)
+        return cohorts.cohorts(conn, program, svc.clock.now(), first, last)

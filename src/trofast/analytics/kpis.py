@@ -10,8 +10,9 @@ months it was a member (its rows stay, without personal data).
 from __future__ import annotations
 
 import bisect
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
@@ -85,28 +86,14 @@ def kpis(
     """The figures of each month from `first` to `last` ("YYYY-MM", both included; by
     default the twelve months that end with the one of `now`)."""
     zone = program.spec.zone
-    if last is None:
-        last = now.astimezone(zone).strftime("%Y-%m")
-    last_start, end = month_bounds(zone, last)
-    if first is None:
-        local = last_start.astimezone(zone)
-        index = local.year * 12 + local.month - 12  # eleven months before `last`
-        first = f"{index // 12:04d}-{index % 12 + 1:02d}"
-    start, _ = month_bounds(zone, first)
-    if last_start < start:
-        raise invalid(
-            "invalid_period", f"The report would end ({last}) before it begins ({first})."
-        )
-    ends = month_boundaries(zone, start, end)
-    if len(ends) > MAX_MONTHS:
-        raise invalid("invalid_period", f"A report covers at most {MAX_MONTHS} months.")
-    starts = [start, *ends[:-1]]
+    starts, ends = months(zone, now, first, last)
+    start, end = starts[0], ends[-1]
     program_id = program.program_id
-    months = [_Month() for _ in starts]
+    tallies = [_Month() for _ in starts]
     for kind, member_id, occurred_at, amount, points in repository.activity_figures(
         conn, program_id, start, end
     ):
-        months[bisect.bisect_right(starts, occurred_at) - 1].add(
+        tallies[bisect.bisect_right(starts, occurred_at) - 1].add(
             kind, member_id, amount or 0, points
         )
     books = _Books(starts)
@@ -133,10 +120,34 @@ def kpis(
                 **books.figures(i, program.spec.point_value),
             )
             for i, (month, month_start, month_end) in enumerate(
-                zip(months, starts, ends, strict=True)
+                zip(tallies, starts, ends, strict=True)
             )
         ],
     )
+
+
+def months(
+    zone: ZoneInfo, now: datetime, first: str | None, last: str | None
+) -> tuple[list[datetime], list[datetime]]:
+    """The starts and the ends (UTC instants) of the months from `first` to `last`, both
+    "YYYY-MM" in `zone` and included: by default the twelve months that end with the one
+    of `now`. 422 `invalid_month` or `invalid_period` for a period that is not one."""
+    if last is None:
+        last = now.astimezone(zone).strftime("%Y-%m")
+    last_start, end = month_bounds(zone, last)
+    if first is None:
+        local = last_start.astimezone(zone)
+        index = local.year * 12 + local.month - 12  # eleven months before `last`
+        first = f"{index // 12:04d}-{index % 12 + 1:02d}"
+    start, _ = month_bounds(zone, first)
+    if last_start < start:
+        raise invalid(
+            "invalid_period", f"The report would end ({last}) before it begins ({first})."
+        )
+    ends = [boundary.astimezone(UTC) for boundary in month_boundaries(zone, start, end)]
+    if len(ends) > MAX_MONTHS:
+        raise invalid("invalid_period", f"A report covers at most {MAX_MONTHS} months.")
+    return [start, *ends[:-1]], ends
 
 
 class _Month:
@@ -180,10 +191,10 @@ class _Month:
             members=members,
             enrolments=enrolments,
             active_members=active,
-            active_members_pct=_percent(active, members),
+            active_members_pct=percent(active, members),
             buying_members=len(self.buyers),
             repeat_customers=repeat,
-            repeat_customers_pct=_percent(repeat, len(self.buyers)),
+            repeat_customers_pct=percent(repeat, len(self.buyers)),
             purchases=self.purchases,
             member_purchases=self.member_purchases,
             revenue=self.revenue,
@@ -242,12 +253,12 @@ class _Books:
             "points_adjusted": month["adjusted"],
             "liability_points": held,
             "liability_value": held * point_value // 100,
-            "redemption_rate_pct": _percent(lifetime["redeemed"], lifetime["issued"]),
-            "breakage_pct": _percent(lifetime["expired"], lifetime["issued"]),
+            "redemption_rate_pct": percent(lifetime["redeemed"], lifetime["issued"]),
+            "breakage_pct": percent(lifetime["expired"], lifetime["issued"]),
         }
 
 
-def _percent(part: int, whole: int) -> float | None:
+def percent(part: int, whole: int) -> float | None:
     """part / whole in %, to one decimal; None when there is no whole."""
     return round(100 * part / whole, 1) if whole else None
 

@@ -1,6 +1,7 @@
-"""The key figures per month (`GET /v1/reports/kpis`, `trofast report kpis`): exact figures
-of a small history across the program's month boundaries, defaults, bad periods, keys of
-another program, on SQLite and PostgreSQL."""
+"""The reports: key figures per month (`GET /v1/reports/kpis`, `trofast report kpis`) and
+cohorts (`GET /v1/reports/cohorts`, `trofast report cohorts`): exact figures of a small
+history across the program's month boundaries, defaults, bad periods, keys of another
+program, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -281,3 +282,58 @@ def test_cli_prints_the_report_as_a_table_and_as_json(
     bad = runner.invoke(app, ["report", "kpis", "--program", program.spec.key, "--from", "x",
                               "--db", db.url])  # fmt: skip
     assert bad.exit_code == 1 and "is not a month" in bad.output
+
+
+def test_cohorts_follow_each_enrolment_month_to_this_one(
+    db: Database,
+    client: TestClient,
+    clock: FixedClock,
+    program: ProgramVersion,
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+    problem: Callable[..., Json],
+) -> None:
+    _history(client, clock, key_for(program, "pos"), key_for(program, "admin"), enrol)
+    read = key_for(program, "read")
+    r = client.get("/v1/reports/cohorts?from=2026-01&to=2026-03", headers=read)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["as_of"] == "2026-03"
+    assert [
+        (c["cohort"], c["members"], c["buying_pct"], c["value_per_member"])
+        for c in report["cohorts"]
+    ] == [
+        # a and b: a bought in January, both in February; a returned January's receipt
+        ("2026-01", 2, [50.0, 100.0, 0.0], [5_000, 12_500, 12_500]),
+        # e (00:30 on 1 February, local time) and c, who bought twice
+        ("2026-02", 2, [50.0, 0.0], [20_000, 20_000]),
+        # d's receipt from before it enrolled counts in its enrolment month
+        ("2026-03", 1, [100.0], [2_000]),
+    ]
+    default = client.get("/v1/reports/cohorts", headers=read).json()["cohorts"]
+    assert [c["cohort"] for c in default][-3:] == ["2026-01", "2026-02", "2026-03"]
+    assert default[-3:] == report["cohorts"] and len(default) == 12
+    problem(client.get("/v1/reports/cohorts?to=2026-13", headers=read), 422, "invalid_month")
+    other = key_for(program, "read")  # (any key of the program)
+    assert client.get("/v1/reports/cohorts?from=2026-02&to=2026-02", headers=other).json()[
+        "cohorts"
+    ] == [{"cohort": "2026-02", "members": 2, "buying_pct": [50.0, 0.0],
+           "value_per_member": [20_000, 20_000]}]  # fmt: skip
+    args = ["report", "cohorts", "--program", program.spec.key, "--from", "2026-01", "--to",
+            "2026-03", "--db", db.url]  # fmt: skip
+    out = runner.invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    # the command follows the cohorts to today's month: the API's months come first
+    for printed, answered in zip(json.loads(out.output)["cohorts"], report["cohorts"], strict=True):
+        followed = len(answered["buying_pct"])
+        assert printed["buying_pct"][:followed] == answered["buying_pct"]
+        assert printed["value_per_member"][:followed] == answered["value_per_member"]
+        assert printed["value_per_member"][followed:] == [answered["value_per_member"][-1]] * (
+            len(printed["value_per_member"]) - followed
+        )
+    table = runner.invoke(app, [*args, "--value"])
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.output.splitlines() if "2026-01" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][:5] == [
+        "2026-01", "2", "50.00", "125.00", "125.00",
+    ]  # fmt: skip
