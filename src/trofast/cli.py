@@ -319,6 +319,63 @@ def report_cohorts(
     Console(width=max(console.width, 30 + 13 * len(table.columns))).print(table)
 
 
+@report_app.command("rfm")
+def report_rfm(
+    program: str = typer.Option(..., help="Program key"),
+    segment: str | None = typer.Option(
+        None, help="List this segment's members (loyalty number and scores) instead"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+    db: str | None = DbOption,
+) -> None:
+    """Members scored on recency, frequency and monetary value (RFM) and their segments;
+    with --segment, the members of one segment, one a line (docs/measurement.md)."""
+    from rich.table import Table
+
+    from trofast.analytics import rfm
+    from trofast.kit.errors import Problem
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    now = SystemClock().now()
+    try:
+        with database.read() as conn:
+            version = programs.by_key(conn, program)
+            if segment is not None:
+                if segment not in rfm.SEGMENTS:
+                    raise Problem(422, "unknown_segment", f"Segments: {', '.join(rfm.SEGMENTS)}.")
+                for s in rfm.score(conn, version, now):
+                    if s.segment == segment:
+                        typer.echo(
+                            s.model_dump_json()
+                            if as_json
+                            else f"{s.loyalty_number}\tR{s.r} F{s.f} M{s.m}\t"
+                            f"{s.recency_days} days\t{s.frequency} purchases\t"
+                            f"{_amount(s.monetary)}"
+                        )
+                return
+            report = rfm.rfm(conn, version, now)
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    table = Table(title=f"RFM segments of '{report.program}' (last {report.window_days} days)")
+    for heading in ("Segment", "Members", "%", "Avg days since", "Avg purchases",
+                    f"Avg spent ({report.currency})", "Rule"):  # fmt: skip
+        table.add_column(heading, justify="left" if heading in ("Segment", "Rule") else "right")
+    for seg in report.segments:
+        table.add_row(
+            seg.segment, f"{seg.members:,}", _pct(seg.pct),
+            "-" if seg.avg_recency_days is None else f"{seg.avg_recency_days:.1f}",
+            "-" if seg.avg_frequency is None else f"{seg.avg_frequency:.1f}",
+            _amount(seg.avg_monetary), seg.rule,
+        )  # fmt: skip
+    Console(width=max(console.width, 150)).print(table)
+    console.print(f"Members without a purchase (not scored): {report.never_bought:,}")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 

@@ -337,3 +337,74 @@ def test_cohorts_follow_each_enrolment_month_to_this_one(
     assert [cell.strip() for cell in row.strip("│ ").split("│")][:5] == [
         "2026-01", "2", "50.00", "125.00", "125.00",
     ]  # fmt: skip
+
+
+def test_rfm_scores_by_quintiles_and_segments(
+    db: Database,
+    client: TestClient,
+    clock: FixedClock,
+    program: ProgramVersion,
+    key_for: Callable[..., Headers],
+    enrol: Callable[..., Json],
+    problem: Callable[..., Json],
+) -> None:
+    pos, read = key_for(program, "pos"), key_for(program, "read")
+    clock.set(_at("2024-12-01 09:00"))
+    people = {name: enrol(pos) for name in ("m1", "m2", "m3", "m4", "m5", "m6", "m7")}
+    now = _at("2026-03-10 12:00")
+    clock.set(now)
+    days_ago = {  # each purchase 100.00 SEK, an hour more than so many days ago
+        "m1": [1, 3, 6, 9, 12, 15],
+        "m2": [5, 20, 40, 60],
+        "m3": [200, 220, 240],
+        "m4": [10],
+        "m5": [300],
+        "m7": [400],  # before the 365 days: scored, with nothing in the window
+    }  # m6 never bought
+    for name, days in days_ago.items():
+        for n, ago in enumerate(days):
+            at = now - timedelta(days=ago, hours=1)
+            body = {"type": "purchase", "external_id": f"{name}-{n}", "amount": 10_000,
+                    "currency": "SEK", "member_id": people[name]["id"],
+                    "occurred_at": at.isoformat()}  # fmt: skip
+            assert client.post("/v1/activities", json=body, headers=pos).status_code == 201
+    report = client.get("/v1/reports/rfm", headers=read).json()
+    # six scored members: the cut points are the 2nd to 5th smallest values
+    assert report["cut_points"] == {
+        "recency_days": [300, 200, 10, 5],
+        "frequency": [1, 1, 3, 4],
+        "monetary": [10_000, 10_000, 30_000, 40_000],
+    }
+    assert report["never_bought"] == 1 and report["window_days"] == 365
+    segments = {s["segment"]: s for s in report["segments"]}
+    assert list(segments) == ["champions", "loyal", "promising", "at_risk", "hibernating"]
+    assert [
+        (s["members"], s["pct"], s["avg_recency_days"], s["avg_frequency"], s["avg_monetary"])
+        for s in segments.values()
+    ] == [
+        (2, 33.3, 3.0, 5.0, 50_000),  # m1 (R5 F5), m2 (R5 F5)
+        (2, 33.3, 105.0, 2.0, 20_000),  # m3 (R3 F4), m4 (R4 F3: one purchase ties the cut)
+        (0, 0.0, None, None, None),
+        (1, 16.7, 300.0, 1.0, 10_000),  # m5 (R2 F3)
+        (1, 16.7, 400.0, 0.0, 0),  # m7 (R1 F1)
+    ]
+    page = client.get("/v1/reports/rfm/loyal?limit=1", headers=read).json()
+    (first,) = page["items"]
+    assert (first["member_id"], first["r"], first["f"], first["m"]) == (people["m3"]["id"], 3, 4, 4)
+    assert (first["recency_days"], first["frequency"], first["monetary"]) == (200, 3, 30_000)
+    rest = client.get(f"/v1/reports/rfm/loyal?cursor={page['next_cursor']}", headers=read).json()
+    assert [m["member_id"] for m in rest["items"]] == [people["m4"]["id"]]
+    assert rest["next_cursor"] is None
+    problem(client.get("/v1/reports/rfm/vip", headers=read), 422, "unknown_segment")
+    problem(client.get("/v1/reports/rfm/loyal?cursor=xyz", headers=read), 400, "invalid_cursor")
+    out = runner.invoke(app, ["report", "rfm", "--program", program.spec.key, "--db", db.url])
+    assert out.exit_code == 0, out.output
+    assert "champions" in out.output and "Members without a purchase (not scored): 1" in out.output
+    base = ["report", "rfm", "--program", program.spec.key, "--db", db.url]
+    listed = runner.invoke(app, [*base, "--segment", "champions", "--json"])
+    assert listed.exit_code == 0, listed.output
+    # (the command scores as of today, so only what holds on any day after the history)
+    assert {json.loads(line)["member_id"] for line in listed.output.splitlines()} <= {
+        people[name]["id"] for name in days_ago
+    }
+    assert runner.invoke(app, [*base, "--segment", "vip"]).exit_code == 1

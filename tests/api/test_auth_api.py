@@ -38,6 +38,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/v1/members/{ref}/ledger", None, "read"),
     ("GET", "/v1/reports/kpis", None, "read"),
     ("GET", "/v1/reports/cohorts", None, "read"),
+    ("GET", "/v1/reports/rfm", None, "read"),
+    ("GET", "/v1/reports/rfm/loyal", None, "read"),
     ("POST", "/v1/members", {"email": "new{n}@example.com"}, "pos"),
     ("PATCH", "/v1/members/{ref}", {"first_name": "Name{n}"}, "pos"),
     (

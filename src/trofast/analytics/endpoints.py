@@ -1,11 +1,11 @@
-"""HTTP: the program's reports: key figures per month and cohorts (any key of the program
-may read them)."""
+"""HTTP: the program's reports: key figures per month, cohorts and RFM segments (any key of
+the program may read them)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from trofast.analytics import cohorts, kpis
+from trofast.analytics import cohorts, kpis, rfm
 from trofast.http import Services, require, services
 from trofast.kit.auth import Principal, Scope
 from trofast.programs import service as programs
@@ -49,3 +49,30 @@ def enrolment_cohorts(
     with svc.db.read() as conn:
         program = programs.current(conn, principal.program_id)
         return cohorts.cohorts(conn, program, svc.clock.now(), first, last)
+
+
+@router.get("/v1/reports/rfm", response_model=rfm.RfmOut)
+def rfm_segments(
+    principal: Principal = Depends(require(Scope.read)),
+    svc: Services = Depends(services),
+) -> rfm.RfmOut:
+    """Members who have bought, scored 1-5 on recency, frequency and monetary value (the
+    last 365 days) by quintiles, and grouped in segments: their sizes and averages."""
+    with svc.db.read() as conn:
+        program = programs.current(conn, principal.program_id)
+        return rfm.rfm(conn, program, svc.clock.now())
+
+
+@router.get("/v1/reports/rfm/{segment}", response_model=rfm.ScoredPage)
+def rfm_segment_members(
+    segment: str,
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = Depends(require(Scope.read)),
+    svc: Services = Depends(services),
+) -> rfm.ScoredPage:
+    """The members of one segment with their scores, by member id, a page at a time (e.g.
+    `at_risk`, to win them back)."""
+    with svc.db.read() as conn:
+        program = programs.current(conn, principal.program_id)
+        return rfm.members_of(conn, program, svc.clock.now(), segment, cursor, limit)

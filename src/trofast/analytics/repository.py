@@ -321,3 +321,39 @@ def member_point_flows(conn: Connection, program_id: int, before: datetime) -> I
         execution_options={"yield_per": 10_000},
     )
     return iter(result)
+
+
+def purchase_summaries(
+    conn: Connection, program_id: int, since: datetime, before: datetime
+) -> list[AnyRow]:
+    """Per member who bought before `before`: its loyalty number, its last purchase, and the
+    number and the sum of its purchases in [since, before)."""
+    recent = activities.c.occurred_at >= since
+    return list(
+        conn.execute(
+            select(
+                activities.c.member_id,
+                members.c.loyalty_number,
+                func.max(activities.c.occurred_at).label("last"),
+                func.sum(case((recent, 1), else_=0)).label("frequency"),
+                func.sum(case((recent, activities.c.amount), else_=0)).label("monetary"),
+            )
+            .join(members, members.c.id == activities.c.member_id)
+            .where(
+                activities.c.program_id == program_id,
+                activities.c.type == "purchase",
+                activities.c.occurred_at < before,
+            )
+            .group_by(activities.c.member_id, members.c.loyalty_number)
+            .order_by(activities.c.member_id)
+        ).all()
+    )
+
+
+def member_count(conn: Connection, program_id: int) -> int:
+    """How many members the program has (erased ones included)."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(members).where(members.c.program_id == program_id)
+        ).scalar_one()
+    )
