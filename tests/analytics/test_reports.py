@@ -34,15 +34,15 @@ def _history(
     """Five members, a quarter of purchases, a return, a visit, a spend and an adjustment
     (Europe/Stockholm). Each is sent when it happens, but for one receipt sent late."""
     members: dict[str, Json] = {}
-    for name, enrolled in (
-        ("a", "2026-01-10 09:00"),
-        ("b", "2026-01-10 09:00"),
-        ("e", "2026-01-31 23:30"),  # 00:30 on 1 February in Stockholm
-        ("c", "2026-02-05 09:00"),
-        ("d", "2026-03-02 09:00"),
+    for name, enrolled, channel in (
+        ("a", "2026-01-10 09:00", "store"),
+        ("b", "2026-01-10 09:00", "online"),
+        ("e", "2026-01-31 23:30", "store"),  # 00:30 on 1 February in Stockholm
+        ("c", "2026-02-05 09:00", "store"),
+        ("d", "2026-03-02 09:00", "app"),
     ):
         clock.set(_at(enrolled))
-        members[name] = enrol(pos)
+        members[name] = enrol(pos, channel=channel)
 
     def send(ext: str, who: str | None, at: str, sent: str | None = None, **body: Any) -> None:
         clock.set(_at(sent or at) + timedelta(minutes=5))
@@ -94,6 +94,7 @@ def test_figures_per_month_in_the_programs_time_zone(
         "month": "2026-01",
         "members": 2,
         "enrolments": 2,
+        "enrolments_by_channel": {"online": 1, "store": 1},
         "active_members": 1,
         "active_members_pct": 50.0,
         "buying_members": 1,
@@ -121,6 +122,7 @@ def test_figures_per_month_in_the_programs_time_zone(
         "month": "2026-02",
         "members": 4,  # e enrolled at 00:30 on 1 February, local time
         "enrolments": 2,
+        "enrolments_by_channel": {"store": 2},
         "active_members": 3,  # d bought, but was no member yet
         "active_members_pct": 75.0,
         "buying_members": 4,
@@ -148,6 +150,7 @@ def test_figures_per_month_in_the_programs_time_zone(
         "month": "2026-03",
         "members": 5,
         "enrolments": 1,
+        "enrolments_by_channel": {"app": 1},
         "active_members": 1,  # a visit
         "active_members_pct": 20.0,
         "buying_members": 0,

@@ -33,6 +33,9 @@ class MonthKpis(BaseModel):
     month: str = Field(description="YYYY-MM, in the program's time zone")
     members: int = Field(description="Members enrolled by the end of the month")
     enrolments: int = Field(description="Members enrolled in the month")
+    enrolments_by_channel: dict[str, int] = Field(
+        description="The month's enrolments by the channel they came through (store, web, ...)"
+    )
     active_members: int = Field(
         description="Members (enrolled by the end of the month) with a purchase or an event in it"
     )
@@ -103,6 +106,10 @@ def kpis(
         books.add(created_at, amount, debited, credited)
     enrolled_at = repository.enrolments(conn, program_id)
     enrolled = sorted(enrolled_at.values())
+    channels: list[dict[str, int]] = [{} for _ in starts]
+    for at, channel in repository.enrolment_channels(conn, program_id, start, end):
+        counted = channels[bisect.bisect_right(starts, at) - 1]
+        counted[channel] = counted.get(channel, 0) + 1
     first_purchases = repository.first_purchases(conn, program_id, end)
     return KpisOut(
         program=program.spec.key,
@@ -116,6 +123,7 @@ def kpis(
                 members=bisect.bisect_left(enrolled, month_end),
                 enrolments=bisect.bisect_left(enrolled, month_end)
                 - bisect.bisect_left(enrolled, month_start),
+                by_channel=dict(sorted(channels[i].items())),
                 repeat=sum(1 for member in month.buyers if first_purchases[member] < month_start),
                 **books.figures(i, program.spec.point_value),
             )
@@ -182,6 +190,7 @@ class _Month:
         active: int,
         members: int,
         enrolments: int,
+        by_channel: dict[str, int],
         repeat: int,
         **ledger: Any,
     ) -> MonthKpis:
@@ -190,6 +199,7 @@ class _Month:
             month=label,
             members=members,
             enrolments=enrolments,
+            enrolments_by_channel=by_channel,
             active_members=active,
             active_members_pct=percent(active, members),
             buying_members=len(self.buyers),

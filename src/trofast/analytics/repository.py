@@ -264,6 +264,20 @@ def enrolments(conn: Connection, program_id: int) -> dict[int, datetime]:
     return {int(member_id): at for member_id, at in rows}
 
 
+def enrolment_channels(
+    conn: Connection, program_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, str]]:
+    """(enrolled_at, channel) of each member enrolled in [start, end)."""
+    rows = conn.execute(
+        select(members.c.enrolled_at, members.c.channel).where(
+            members.c.program_id == program_id,
+            members.c.enrolled_at >= start,
+            members.c.enrolled_at < end,
+        )
+    ).all()
+    return [(at, str(channel)) for at, channel in rows]
+
+
 def first_purchases(conn: Connection, program_id: int, before: datetime) -> dict[int, datetime]:
     """Each member's first purchase before `before`, by member id."""
     rows = conn.execute(
