@@ -652,7 +652,7 @@ def demo(
     no_serve: bool = typer.Option(False, "--no-serve", help="Only generate the data"),
 ) -> None:
     """Generate a demo café chain (deterministic) and serve it on http://HOST:PORT."""
-    from trofast.demo import ensure_demo
+    from trofast.demo import PROGRAM_KEY, ensure_demo
 
     if fresh:
         for suffix in ("", "-wal", "-shm"):
@@ -666,7 +666,8 @@ def demo(
     for scope, token in keys.items():
         console.print(f"  {scope:<5} key:     {token}", soft_wrap=True)
     console.print(
-        f"  try:  curl -H 'Authorization: Bearer {keys['read']}' {base}/v1/members\n",
+        f"  try:  curl -H 'Authorization: Bearer {keys['read']}' {base}/v1/reports/kpis\n"
+        f"        trofast report kpis --program {PROGRAM_KEY} --db sqlite:///{path}\n",
         soft_wrap=True,
     )
     if not no_serve:
