@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +17,13 @@ from trofast.kit.auth import Scope
 from trofast.kit.clock import SystemClock
 from trofast.kit.db import Database, connect
 from trofast.programs.spec import ProgramSpec, SpecError, parse_document
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from trofast.programs.service import ProgramVersion
+
+R = TypeVar("R")
 
 app = typer.Typer(help="Trofast loyalty platform.", no_args_is_help=True)
 program_app = typer.Typer(help="Program documents.", no_args_is_help=True)
@@ -241,16 +251,8 @@ def report_kpis(
     from rich.table import Table
 
     from trofast.analytics.kpis import kpis
-    from trofast.kit.errors import Problem
-    from trofast.programs import service as programs
 
-    database = _database(db)
-    try:
-        with database.read() as conn:
-            report = kpis(conn, programs.by_key(conn, program), SystemClock().now(), first, last)
-    except Problem as exc:
-        typer.echo(exc.detail, err=True)
-        raise typer.Exit(1) from None
+    report = _report(db, program, lambda conn, version, now: kpis(conn, version, now, first, last))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -294,16 +296,10 @@ def report_cohorts(
     from rich.table import Table
 
     from trofast.analytics.cohorts import cohorts
-    from trofast.kit.errors import Problem
-    from trofast.programs import service as programs
 
-    database = _database(db)
-    try:
-        with database.read() as conn:
-            report = cohorts(conn, programs.by_key(conn, program), SystemClock().now(), first, last)
-    except Problem as exc:
-        typer.echo(exc.detail, err=True)
-        raise typer.Exit(1) from None
+    report = _report(
+        db, program, lambda conn, version, now: cohorts(conn, version, now, first, last)
+    )
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -333,31 +329,21 @@ def report_rfm(
     from rich.table import Table
 
     from trofast.analytics import rfm
-    from trofast.kit.errors import Problem
-    from trofast.programs import service as programs
 
-    database = _database(db)
-    now = SystemClock().now()
-    try:
-        with database.read() as conn:
-            version = programs.by_key(conn, program)
-            if segment is not None:
-                if segment not in rfm.SEGMENTS:
-                    raise Problem(422, "unknown_segment", f"Segments: {', '.join(rfm.SEGMENTS)}.")
-                for s in rfm.score(conn, version, now):
-                    if s.segment == segment:
-                        typer.echo(
-                            s.model_dump_json()
-                            if as_json
-                            else f"{s.loyalty_number}\tR{s.r} F{s.f} M{s.m}\t"
-                            f"{s.recency_days} days\t{s.frequency} purchases\t"
-                            f"{_amount(s.monetary)}"
-                        )
-                return
-            report = rfm.rfm(conn, version, now)
-    except Problem as exc:
-        typer.echo(exc.detail, err=True)
-        raise typer.Exit(1) from None
+    if segment is not None:
+        if segment not in rfm.SEGMENTS:
+            typer.echo(f"{segment!r} is not a segment: one of {', '.join(rfm.SEGMENTS)}.", err=True)
+            raise typer.Exit(1)
+        for s in _report(db, program, rfm.score):
+            if s.segment == segment:
+                typer.echo(
+                    s.model_dump_json()
+                    if as_json
+                    else f"{s.loyalty_number}\tR{s.r} F{s.f} M{s.m}\t{s.recency_days} days\t"
+                    f"{s.frequency} purchases\t{_amount(s.monetary)}"
+                )
+        return
+    report = _report(db, program, rfm.rfm)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -376,6 +362,23 @@ def report_rfm(
     console.print(f"Members without a purchase (not scored): {report.never_bought:,}")
 
 
+def _report(
+    db: str | None, program: str, make: Callable[[Connection, ProgramVersion, datetime], R]
+) -> R:
+    """`make(conn, the program's current version, now)` over the database; a refusal
+    (a Problem: unknown program, bad month, ...) ends the command with its detail."""
+    from trofast.kit.errors import Problem
+    from trofast.programs import service as programs
+
+    database = _database(db)
+    try:
+        with database.read() as conn:
+            return make(conn, programs.by_key(conn, program), SystemClock().now())
+    except Problem as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -391,17 +394,11 @@ def report_settlement(
     db: str | None = DbOption,
 ) -> None:
     """What each partner owes the program, or is owed, for one month."""
-    from trofast.kit.errors import Problem
     from trofast.partners import service as partners
-    from trofast.programs import service as programs
 
-    database = _database(db)
-    try:
-        with database.read() as conn:
-            report = partners.settlement(conn, programs.by_key(conn, program), month)
-    except Problem as exc:
-        typer.echo(exc.detail, err=True)
-        raise typer.Exit(1) from None
+    report = _report(
+        db, program, lambda conn, version, _now: partners.settlement(conn, version, month)
+    )
     currency = report.currency
     console.print(f"Partner settlement of '{report.program}' for {report.month} ({currency}):")
     for line in report.partners:
