@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from trofast.kit.errors import invalid, not_found
+from trofast.kit.errors import Problem, invalid, not_found
 from trofast.ledger import service as ledger
 from trofast.programs import repository
 from trofast.programs.spec import ProgramSpec, validate_data
@@ -91,7 +91,8 @@ def last_current(conn: Connection, program_id: int) -> ProgramVersion:
 
 
 def by_key(conn: Connection, key: str) -> ProgramVersion:
+    """The current version of the program with `key` (404 `program_not_found`)."""
     row = repository.find_by_key(conn, key)
     if row is None:
-        raise not_found("program", key)
+        raise Problem(404, "program_not_found", f"No program has the key {key!r}.")
     return load_version(conn, int(row.id), int(row.current_version))
