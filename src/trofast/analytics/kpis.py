@@ -1,10 +1,12 @@
 """The program's key figures per calendar month: the table of seed 004 (repeat customers,
-average purchase, active members) and what it rests on (members, enrolments, purchases of
-members and of non-members, points earned).
+average purchase, active members), what it rests on (members, enrolments, purchases of
+members and of non-members, points earned), and the ledger's side (points issued,
+redeemed and expired, liability, redemption rate and breakage).
 
 Months are calendar months in the program's time zone. The figures are read from the
-stored activities and members, as they are now: a member erased since still counts in the
-months it was a member (its rows stay, without personal data).
+stored activities, members and ledger as they are now: a member erased since still counts
+in the months it was a member (its rows stay, without personal data). docs/measurement.md
+defines each figure.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class MonthKpis(BaseModel):
     members: int = Field(description="Members enrolled by the end of the month")
     enrolments: int = Field(description="Members enrolled in the month")
     enrolments_by_channel: dict[str, int] = Field(
-        description="The month's enrolments by the channel they came through (store, web, ...)"
+        description="The month's enrolments by the channel they came through (store, online, ...)"
     )
     active_members: int = Field(
         description="Members (enrolled by the end of the month) with a purchase or an event in it"
