@@ -664,7 +664,8 @@ def demo(
         console.print(f"  {scope:<5} key:     {token}", soft_wrap=True)
     console.print(
         f"  try:  curl -H 'Authorization: Bearer {keys['read']}' {base}/v1/reports/kpis\n"
-        f"        trofast report kpis --program {PROGRAM_KEY} --db sqlite:///{path}\n",
+        f"        {Path(sys.executable).parent / 'trofast'} report kpis --program {PROGRAM_KEY}"
+        f" --db sqlite:///{path}\n",
         soft_wrap=True,
     )
     if not no_serve:
