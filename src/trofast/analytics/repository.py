@@ -316,8 +316,9 @@ def activity_figures(
 
 def member_point_flows(conn: Connection, program_id: int, before: datetime) -> Iterator[Any]:
     """(created_at, amount, debited kind, credited kind) of each posted transfer of points
-    between a member account and a system account made before `before`. Transfers between
-    two members (through the `transfer` account) are both sides of it and are left out."""
+    between a member account and a system account made before `before`. Points given from
+    one member to another pass through the `transfer` account; those legs are left out, as
+    they change no total."""
     debited, credited = aliased(accounts), aliased(accounts)
     result = conn.execute(
         select(transfers.c.created_at, transfers.c.amount, debited.c.kind, credited.c.kind)
