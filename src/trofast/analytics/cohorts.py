@@ -60,7 +60,7 @@ def cohorts(
     count = len(cohort_starts)
     cohort_of: dict[int, int] = {}
     sizes = [0] * count
-    for member_id, enrolled_at in repository.enrolments(conn, program.program_id).items():
+    for member_id, enrolled_at, _channel in repository.enrolments(conn, program.program_id):
         index = bisect.bisect_right(starts, enrolled_at) - 1
         if 0 <= index < count and enrolled_at < ends[index]:
             cohort_of[member_id] = index

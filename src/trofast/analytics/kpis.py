@@ -106,12 +106,14 @@ def kpis(
         conn, program_id, end
     ):
         books.add(created_at, amount, debited, credited)
-    enrolled_at = repository.enrolments(conn, program_id)
-    enrolled = sorted(enrolled_at.values())
+    enrolled_at: dict[int, datetime] = {}
     channels: list[dict[str, int]] = [{} for _ in starts]
-    for at, channel in repository.enrolment_channels(conn, program_id, start, end):
-        counted = channels[bisect.bisect_right(starts, at) - 1]
-        counted[channel] = counted.get(channel, 0) + 1
+    for member_id, at, channel in repository.enrolments(conn, program_id):
+        enrolled_at[member_id] = at
+        if start <= at < end:
+            counted = channels[bisect.bisect_right(starts, at) - 1]
+            counted[channel] = counted.get(channel, 0) + 1
+    enrolled = sorted(enrolled_at.values())
     first_purchases = repository.first_purchases(conn, program_id, end)
     return KpisOut(
         program=program.spec.key,
@@ -123,8 +125,6 @@ def kpis(
                 # a purchase sent afterwards may be dated before its member enrolled
                 active=sum(1 for member in month.active if enrolled_at[member] < month_end),
                 members=bisect.bisect_left(enrolled, month_end),
-                enrolments=bisect.bisect_left(enrolled, month_end)
-                - bisect.bisect_left(enrolled, month_start),
                 by_channel=dict(sorted(channels[i].items())),
                 repeat=sum(1 for member in month.buyers if first_purchases[member] < month_start),
                 **books.figures(i, program.spec.point_value),
@@ -191,7 +191,6 @@ class _Month:
         *,
         active: int,
         members: int,
-        enrolments: int,
         by_channel: dict[str, int],
         repeat: int,
         **ledger: Any,
@@ -200,7 +199,7 @@ class _Month:
         return MonthKpis(
             month=label,
             members=members,
-            enrolments=enrolments,
+            enrolments=sum(by_channel.values()),
             enrolments_by_channel=by_channel,
             active_members=active,
             active_members_pct=percent(active, members),

@@ -256,26 +256,14 @@ def tier_changes(conn: Connection, program_id: int, before: datetime) -> list[An
     )
 
 
-def enrolments(conn: Connection, program_id: int) -> dict[int, datetime]:
-    """When each of the program's members enrolled, by member id."""
+def enrolments(conn: Connection, program_id: int) -> list[tuple[int, datetime, str]]:
+    """(member id, enrolled_at, channel) of each of the program's members."""
     rows = conn.execute(
-        select(members.c.id, members.c.enrolled_at).where(members.c.program_id == program_id)
-    ).all()
-    return {int(member_id): at for member_id, at in rows}
-
-
-def enrolment_channels(
-    conn: Connection, program_id: int, start: datetime, end: datetime
-) -> list[tuple[datetime, str]]:
-    """(enrolled_at, channel) of each member enrolled in [start, end)."""
-    rows = conn.execute(
-        select(members.c.enrolled_at, members.c.channel).where(
-            members.c.program_id == program_id,
-            members.c.enrolled_at >= start,
-            members.c.enrolled_at < end,
+        select(members.c.id, members.c.enrolled_at, members.c.channel).where(
+            members.c.program_id == program_id
         )
     ).all()
-    return [(at, str(channel)) for at, channel in rows]
+    return [(int(member_id), at, str(channel)) for member_id, at, channel in rows]
 
 
 def first_purchases(conn: Connection, program_id: int, before: datetime) -> dict[int, datetime]:
