@@ -331,17 +331,14 @@ def report_rfm(
     from trofast.analytics import rfm
 
     if segment is not None:
-        if segment not in rfm.SEGMENTS:
-            typer.echo(f"{segment!r} is not a segment: one of {', '.join(rfm.SEGMENTS)}.", err=True)
-            raise typer.Exit(1)
-        for s in _report(db, program, rfm.score):
-            if s.segment == segment:
-                typer.echo(
-                    s.model_dump_json()
-                    if as_json
-                    else f"{s.loyalty_number}\tR{s.r} F{s.f} M{s.m}\t{s.recency_days} days\t"
-                    f"{s.frequency} purchases\t{_amount(s.monetary)}"
-                )
+        chosen = segment
+        for s in _report(db, program, lambda conn, v, now: rfm.members_in(conn, v, now, chosen)):
+            typer.echo(
+                s.model_dump_json()
+                if as_json
+                else f"{s.loyalty_number}\tR{s.r} F{s.f} M{s.m}\t{s.recency_days} days\t"
+                f"{s.frequency} purchases\t{_amount(s.monetary)}"
+            )
         return
     report = _report(db, program, rfm.rfm)
     if as_json:

@@ -75,8 +75,70 @@ class ScoredPage(BaseModel):
     next_cursor: str | None
 
 
-def score(conn: Connection, program: ProgramVersion, now: datetime) -> list[Scored]:
-    """Every member who has bought before `now`, scored, in member id order."""
+def rfm(conn: Connection, program: ProgramVersion, now: datetime) -> RfmOut:
+    """The segments' sizes and averages, and the quintiles' cut points, as of `now`."""
+    scored, cut_points = _scored(conn, program, now)
+    segments = []
+    for name, rule in SEGMENTS.items():
+        members = [s for s in scored if s.segment == name]
+        n = len(members)
+        segments.append(
+            Segment(
+                segment=name,
+                rule=rule,
+                members=n,
+                pct=percent(n, len(scored)),
+                avg_recency_days=round(sum(s.recency_days for s in members) / n, 1) if n else None,
+                avg_frequency=round(sum(s.frequency for s in members) / n, 1) if n else None,
+                avg_monetary=sum(s.monetary for s in members) // n if n else None,
+            )
+        )
+    return RfmOut(
+        program=program.spec.key,
+        currency=program.spec.currency,
+        as_of=now,
+        window_days=WINDOW.days,
+        cut_points=cut_points,
+        segments=segments,
+        never_bought=repository.member_count(conn, program.program_id) - len(scored),
+    )
+
+
+def members_in(
+    conn: Connection, program: ProgramVersion, now: datetime, segment: str
+) -> list[Scored]:
+    """The members of `segment`, scored, by member id (422 `unknown_segment`)."""
+    if segment not in SEGMENTS:
+        raise invalid(
+            "unknown_segment", f"{segment!r} is not a segment: one of {', '.join(SEGMENTS)}."
+        )
+    return [s for s in _scored(conn, program, now)[0] if s.segment == segment]
+
+
+def members_of(
+    conn: Connection,
+    program: ProgramVersion,
+    now: datetime,
+    segment: str,
+    cursor: str | None,
+    limit: int,
+) -> ScoredPage:
+    """A page of the members of `segment`, by member id (422 `unknown_segment`)."""
+    chosen = members_in(conn, program, now, segment)
+    after = pagination.decode(cursor)
+    chosen = [s for s in chosen if s.member_id > after]
+    page = chosen[:limit]
+    more = len(chosen) > limit
+    return ScoredPage(
+        items=page, next_cursor=pagination.encode(page[-1].member_id) if more else None
+    )
+
+
+def _scored(
+    conn: Connection, program: ProgramVersion, now: datetime
+) -> tuple[list[Scored], dict[str, list[int]]]:
+    """The scored members, and the cut points they were scored by (recency in days, from
+    the most to the fewest)."""
     rows = repository.purchase_summaries(conn, program.program_id, now - WINDOW, now)
     recency = [(now - row.last).days for row in rows]
     frequency = [int(row.frequency) for row in rows]
@@ -100,62 +162,8 @@ def score(conn: Connection, program: ProgramVersion, now: datetime) -> list[Scor
                 segment=_segment(r, f),
             )
         )
-    return out
-
-
-def rfm(conn: Connection, program: ProgramVersion, now: datetime) -> RfmOut:
-    """The segments' sizes and averages, and the quintiles' cut points, as of `now`."""
-    scored = score(conn, program, now)
-    segments = []
-    for name, rule in SEGMENTS.items():
-        members = [s for s in scored if s.segment == name]
-        n = len(members)
-        segments.append(
-            Segment(
-                segment=name,
-                rule=rule,
-                members=n,
-                pct=percent(n, len(scored)),
-                avg_recency_days=round(sum(s.recency_days for s in members) / n, 1) if n else None,
-                avg_frequency=round(sum(s.frequency for s in members) / n, 1) if n else None,
-                avg_monetary=sum(s.monetary for s in members) // n if n else None,
-            )
-        )
-    return RfmOut(
-        program=program.spec.key,
-        currency=program.spec.currency,
-        as_of=now,
-        window_days=WINDOW.days,
-        cut_points={
-            "recency_days": [-cut for cut in _cuts([-s.recency_days for s in scored])],
-            "frequency": _cuts([s.frequency for s in scored]),
-            "monetary": _cuts([s.monetary for s in scored]),
-        },
-        segments=segments,
-        never_bought=repository.member_count(conn, program.program_id) - len(scored),
-    )
-
-
-def members_of(
-    conn: Connection,
-    program: ProgramVersion,
-    now: datetime,
-    segment: str,
-    cursor: str | None,
-    limit: int,
-) -> ScoredPage:
-    """A page of the members of `segment`, by member id (422 `unknown_segment`)."""
-    if segment not in SEGMENTS:
-        raise invalid(
-            "unknown_segment", f"{segment!r} is not a segment: one of {', '.join(SEGMENTS)}."
-        )
-    after = pagination.decode(cursor)
-    chosen = [s for s in score(conn, program, now) if s.segment == segment and s.member_id > after]
-    page = chosen[:limit]
-    more = len(chosen) > limit
-    return ScoredPage(
-        items=page, next_cursor=pagination.encode(page[-1].member_id) if more else None
-    )
+    cut_points = {"recency_days": [-cut for cut in r_cuts], "frequency": f_cuts, "monetary": m_cuts}
+    return out, cut_points
 
 
 def _cuts(values: Sequence[int]) -> list[int]:
