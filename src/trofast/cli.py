@@ -381,6 +381,7 @@ def _pct(value: float | None) -> str:
 
 
 def _amount(minor: int | None) -> str:
+    """Minor units in major units with two decimals ("-" for none)."""
     return "-" if minor is None else f"{minor / 100:,.2f}"
 
 
@@ -588,7 +589,7 @@ def simulate(
 
 
 def _money(minor: int, currency: str) -> str:
-    return f"{minor / 100:,.2f} {currency}"
+    return f"{_amount(minor)} {currency}"
 
 
 @app.command()
